@@ -1,0 +1,87 @@
+"""The outer training loop: resume, step, log, checkpoint, stop cleanly on non-finite values.
+
+The loop is the same for SFT and preference training; what differs is the step function and the
+data iterator. The iterator must provide `next()`, `get_state()` and `set_state(state)` (grain
+iterators do), so that a checkpoint records exactly where the data stream stands.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from typing import Any, Callable, Optional
+
+import jax
+import numpy as np
+
+from alignment.training.checkpoint import Checkpointer
+from alignment.training.logs import MetricWriter, Progress
+from alignment.training.step import TrainState
+
+
+class NonFiniteError(FloatingPointError):
+  """Raised (with `on_nonfinite="error"`) when a step produced a non-finite loss or gradient."""
+
+
+def restore_or_init(
+    checkpointer: Checkpointer, state: TrainState, iterator
+) -> tuple[TrainState, bool]:
+  """Restores the newest readable checkpoint into `state` and `iterator`, if there is one."""
+  restored = checkpointer.restore_latest(state)
+  if restored is None:
+    return state, False
+  step, state, data_state = restored
+  if data_state:
+    iterator.set_state(data_state)
+  logging.info("Resumed from checkpoint step %d in %s", step, checkpointer.directory)
+  print(f"Resuming from checkpoint step {step} ({checkpointer.directory})", flush=True)
+  return state, True
+
+
+def train(
+    *,
+    name: str,
+    state: TrainState,
+    step_fn: Callable[[TrainState, dict, Any], tuple[TrainState, dict]],
+    frozen: Any,
+    iterator,
+    num_steps: int,
+    checkpointer: Optional[Checkpointer],
+    writer: MetricWriter,
+    log_every: int = 10,
+    on_nonfinite: str = "skip",
+    kill_after_step: Optional[int] = None,
+    to_device: Callable[[dict], dict] = lambda batch: batch,
+) -> tuple[TrainState, list[dict]]:
+  """Runs `step_fn` until `state.step == num_steps`; returns the final state and logged rows.
+
+  Args:
+    kill_after_step: testing hook: SIGKILL this process right after saving that step's
+      checkpoint, to test that resuming from a hard kill is exact.
+    to_device: turns a host batch into device arrays (e.g. `parallel.shard_batch`).
+  """
+  step = int(state.step)
+  progress = Progress(name, num_steps, start=step)
+  rows = []
+  while step < num_steps:
+    batch = to_device(next(iterator))
+    state, metrics = step_fn(state, batch, frozen)
+    step += 1
+    if on_nonfinite == "error" and not bool(metrics["finite"]):
+      last = checkpointer.steps()[-1] if checkpointer and checkpointer.steps() else None
+      raise NonFiniteError(
+          f"{name}: non-finite loss or gradient at step {step} (loss={float(metrics['loss'])}); "
+          f"the update was not applied. Last good checkpoint: step {last}."
+      )
+    if step % log_every == 0 or step == num_steps:
+      host = {k: float(np.asarray(v)) for k, v in jax.device_get(metrics).items()}
+      host["nonfinite_skipped"] = float(state.nonfinite)
+      writer.write(step, host)
+      rows.append({"step": step, **host})
+      progress.update(step, {"loss": host["loss"]}, force=step == num_steps)
+    if checkpointer is not None:
+      checkpointer.save(step, state, iterator.get_state(), force=step == num_steps)
+    if kill_after_step is not None and step == kill_after_step:
+      os.kill(os.getpid(), signal.SIGKILL)
+  return state, rows

@@ -1,0 +1,117 @@
+"""Losses of the training binaries: SFT and any registered preference objective.
+
+Both are built over a *log-prob function* `logp_fn(params, batch) -> (logps [B, K], counts
+[B, K])` (summed completion log-probs and token counts, computed without `[B, T, V]` float32
+logits), so they never see a model directly, and both return `((sum, count), (state, aux))` as
+`alignment.training.step.make_train_step` expects.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+
+from alignment import losses
+from alignment import metrics as metrics_lib
+
+LogpFn = Callable[[Any, dict], tuple[jax.Array, jax.Array]]
+
+# Extra inputs the trainer can supply, by name, from a batch.
+_BATCH_INPUTS = {"lengths": "response_lengths"}
+
+REFERENCE_MODES = ("cache", "forward", "lora", "none")
+
+
+def sft_loss(logp_fn: LogpFn) -> Callable:
+  """Token-mean negative log-likelihood of the completion tokens, as `(Σ −log p, #tokens)`."""
+
+  def loss_fn(params, batch, loss_state, frozen, rng):
+    del frozen, rng
+    logps, counts = logp_fn(params, batch)
+    where = batch["where"]
+    total = -jnp.sum(jnp.where(where, logps, 0.0))
+    count = jnp.sum(jnp.where(where, counts, 0)).astype(jnp.float32)
+    aux = {"nll": (total, count)}
+    return (total, count), (loss_state, aux)
+
+  return loss_fn
+
+
+def check_objective_supported(name: str, reference: str) -> losses.ObjectiveSpec:
+  """Validates an objective name and reference mode; raises a clear error otherwise."""
+  if reference not in REFERENCE_MODES:
+    raise ValueError(f"reference must be one of {REFERENCE_MODES}, got {reference!r}.")
+  spec = losses.spec(name)  # unknown names raise a KeyError listing the known ones
+  missing = [x for x in spec.extra_inputs if x not in _BATCH_INPUTS]
+  if missing:
+    raise ValueError(
+        f"Objective {name!r} needs inputs {missing} that the preference trainer does not build "
+        f"from a batch (it supplies {sorted(_BATCH_INPUTS)}); use the function directly."
+    )
+  if spec.needs_reference and reference == "none":
+    raise ValueError(f"Objective {name!r} needs a reference model; set reference != 'none'.")
+  return spec
+
+
+def preference_loss(
+    name: str,
+    logp_fn: LogpFn,
+    *,
+    reference: str = "cache",
+    hyper_parameters: Mapping[str, Any] | None = None,
+    ref_logp_fn: LogpFn | None = None,
+) -> Callable:
+  """The loss of registered objective `name` over a batch (docs/interfaces.md §2).
+
+  Args:
+    name: registry name (`alignment.losses.names()`).
+    logp_fn: policy log-probs `(params, batch) -> (logps [B, K], counts [B, K])`.
+    reference: where reference log-probs come from: "cache" (`batch["ref_logps"]`, precomputed),
+      "forward" (`ref_logp_fn(frozen, batch)` inside the step, frozen = reference params),
+      "lora" (the same with the LoRA base), or "none" (reference-free objectives).
+    hyper_parameters: keyword hyper-parameters of the objective (beta, ...).
+    ref_logp_fn: for "forward"/"lora": `(frozen, batch) -> (logps, counts)`.
+  """
+  spec = check_objective_supported(name, reference)
+  fn = spec.fn
+  hyper = dict(hyper_parameters or {})
+  beta = float(hyper.get("beta", 0.1))
+
+  def reference_logps(batch, frozen):
+    if not spec.needs_reference and reference == "none":
+      return None
+    if reference == "cache":
+      if "ref_logps" not in batch:
+        raise ValueError(
+            f"reference='cache' but the batch has no 'ref_logps' (objective {name!r}); "
+            "precompute them with alignment.training.reference.cached_reference_logps."
+        )
+      return batch["ref_logps"]
+    return jax.lax.stop_gradient(ref_logp_fn(frozen, batch)[0])
+
+  def loss_fn(params, batch, loss_state, frozen, rng):
+    del rng
+    logps, _ = logp_fn(params, batch)
+    ref = reference_logps(batch, frozen)
+    kwargs = dict(hyper)
+    for input_name in ("lengths", *spec.extra_inputs):
+      if input_name == "lengths" and not spec.needs_lengths:
+        continue
+      kwargs[input_name] = batch[_BATCH_INPUTS[input_name]]
+    if spec.stateful:
+      kwargs["state"] = loss_state
+    out = fn(
+        logps, ref, batch["labels"], where=batch["where"], reduce_fn=losses.sum_and_count,
+        **kwargs,
+    )
+    if spec.stateful:
+      out, loss_state = out
+    total, count = out if isinstance(out, tuple) else (out, jnp.ones((), jnp.float32))
+    aux = metrics_lib.reward_metrics(
+        jax.lax.stop_gradient(logps), ref, batch["labels"], beta=beta, where=batch["where"]
+    )
+    return (total, count), (loss_state, aux)
+
+  return loss_fn

@@ -1,0 +1,117 @@
+"""Run builders shared by the binaries: datasets, states, step functions and the train loop.
+
+`experiments/*.py` only parse flags and call these; notebooks and tests call them too.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Optional, Sequence
+
+import jax
+import numpy as np
+
+from alignment.data import batching
+from alignment.data import pipeline
+from alignment.data import tasks as tasks_lib
+from alignment.models import transformer
+from alignment.training import loop, optim, setup
+from alignment.training.checkpoint import Checkpointer
+from alignment.training.logs import MetricWriter
+from alignment.training.step import init_train_state, make_train_step
+
+
+def task_and_model(config):
+  """The task of `config.task` and the `ModelConfig` of `config.model` sized to its tokenizer."""
+  options = {k: v for k, v in config.task.items() if k != "name"}
+  task = tasks_lib.get_task(config.task.name, **options)
+  return task, setup.model_config(config.model, task.tokenizer.vocab_size)
+
+
+def batch_config(task, list_size: int) -> batching.BatchConfig:
+  """Static shapes for the task: BOS + longest prompt, longest response + EOS, K slots."""
+  return batching.BatchConfig(
+      max_prompt_tokens=task.max_prompt_length + 1,
+      max_response_tokens=task.max_response_length + 1,
+      list_size=list_size,
+  )
+
+
+def batches(records: Sequence[dict], task, *, batch_size: int, list_size: int, seed: int):
+  """An endless, shuffled, checkpointable iterator of batches over canonical records."""
+  dataset = pipeline.preference_dataset(
+      records, tokenizer=task.tokenizer, batch_size=batch_size,
+      config=batch_config(task, list_size), seed=seed,
+  )
+  return iter(dataset)
+
+
+def fixed_batches(records: Sequence[dict], task, *, batch_size: int, list_size: int):
+  """All records once, in order (the last batch padded by repeating records), as numpy dicts."""
+  config = batch_config(task, list_size)
+  examples = []
+  for i, record in enumerate(records):
+    example, _ = batching.tokenize_record(record, task.tokenizer, config)
+    if example is None:
+      raise ValueError(f"Record {i} was dropped by the length policy: {record['prompt']!r}.")
+    examples.append(example)
+  out = []
+  for start in range(0, len(examples), batch_size):
+    chunk = examples[start:start + batch_size]
+    chunk = chunk + [chunk[-1]] * (batch_size - len(chunk))
+    out.append(batching.collate(chunk, config=config, pad_id=task.tokenizer.pad_id))
+  return out
+
+
+def train_run(
+    *,
+    name: str,
+    workdir: str,
+    loss_fn,
+    params: Any,
+    optimizer_config,
+    iterator,
+    num_steps: int,
+    seed: int,
+    frozen: Any = None,
+    loss_state: Any = (),
+    accum_steps: int = 1,
+    on_nonfinite: str = "skip",
+    log_every: int = 10,
+    checkpoint_every: int = 100,
+    keep_checkpoints: int = 2,
+    kill_after_step: Optional[int] = None,
+):
+  """Builds state and step, resumes from `workdir/checkpoints` if possible, trains, saves params.
+
+  Returns `(state, logged_rows)`; the final parameters are also written to
+  `workdir/params.msgpack`.
+  """
+  optimizer = optim.make_optimizer(optimizer_config)
+  state = init_train_state(params, optimizer, jax.random.key(seed), loss_state)
+  checkpointer = Checkpointer(
+      os.path.join(workdir, "checkpoints"),
+      save_interval_steps=checkpoint_every, max_to_keep=keep_checkpoints,
+  )
+  state, _ = loop.restore_or_init(checkpointer, state, iterator)
+  step_fn = make_train_step(loss_fn, optimizer, accum_steps=accum_steps, on_nonfinite=on_nonfinite)
+  writer = MetricWriter(workdir)
+  try:
+    state, rows = loop.train(
+        name=name, state=state, step_fn=step_fn, frozen=frozen, iterator=iterator,
+        num_steps=num_steps, checkpointer=checkpointer, writer=writer, log_every=log_every,
+        on_nonfinite=on_nonfinite, kill_after_step=kill_after_step,
+    )
+  finally:
+    writer.close()
+    checkpointer.close()
+  setup.save_params(state.params, workdir)
+  return state, rows
+
+
+def init_model(model_config, seed: int):
+  return transformer.init_params(model_config, jax.random.key(seed))
+
+
+def as_numpy(tree):
+  return jax.tree.map(np.asarray, jax.device_get(tree))

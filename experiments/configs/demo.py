@@ -1,0 +1,80 @@
+"""Default config of the main job (`experiments/demo.py`) and of the binaries it chains.
+
+Every binary reads the sections it needs: `model`, `task` (all), `sft` (sft.py),
+`preferences` (make_preferences.py), `loss` + `train` (train.py), `evaluate` (evaluate.py).
+Override any field on the command line, e.g. `--config.loss.name=dpo --config.train.num_steps=50`.
+"""
+
+import ml_collections
+
+
+def optimizer(learning_rate: float, total_steps: int, warmup_steps: int = 0):
+  return ml_collections.ConfigDict(
+      dict(
+          name="adamw",
+          learning_rate=learning_rate,
+          schedule="cosine" if total_steps > warmup_steps else "constant",
+          warmup_steps=warmup_steps,
+          total_steps=total_steps,
+          weight_decay=0.0,
+          b1=0.9,
+          b2=0.99,
+          eps=1e-8,
+          clip_norm=1.0,
+      )
+  )
+
+
+def get_config():
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.task = ml_collections.ConfigDict(dict(name="sorting"))
+  # The tiny decoder; vocab_size is set from the task's tokenizer. float32 compute on CPU.
+  c.model = ml_collections.ConfigDict(
+      dict(preset="tiny", width=64, depth=2, mlp_dim=192, dtype="float32", logprob_chunk=256)
+  )
+
+  c.sft = ml_collections.ConfigDict(
+      dict(
+          num_demonstrations=4096,
+          batch_size=64,
+          num_steps=600,
+          optimizer=optimizer(3e-3, 600, 30),
+          log_every=50,
+      )
+  )
+  c.preferences = ml_collections.ConfigDict(
+      dict(
+          num_prompts=1024,
+          k=4,
+          temperature=1.0,
+          policy="",
+          rater="plackett_luce",
+          rater_temperature=0.05,
+          flip_rate=0.0,
+          batch_size=256,
+      )
+  )
+  c.loss = ml_collections.ConfigDict(dict(name="lipo_lambda", beta=0.1))
+  c.train = ml_collections.ConfigDict(
+      dict(
+          batch_size=32,
+          num_steps=300,
+          accum_steps=1,
+          reference="forward",
+          init="",
+          data="",
+          optimizer=optimizer(1e-3, 300, 20),
+          on_nonfinite="skip",
+          log_every=25,
+          checkpoint_every=100,
+          keep_checkpoints=2,
+          curriculum_stages=0,
+          kill_after_step=-1,
+      )
+  )
+  c.evaluate = ml_collections.ConfigDict(
+      dict(policy="", reference="", num_prompts=512, temperature=1.0, batch_size=256,
+           heldout_preferences=256)
+  )
+  return c

@@ -1,0 +1,268 @@
+"""Canonical records + tokenizer -> the batch layout of docs/interfaces.md §2.
+
+Two steps, both pure numpy: `tokenize_record` turns one canonical record
+`{"prompt", "responses", "scores"}` into token ids under the length policy of `BatchConfig`,
+and `collate` (or `pack`) stacks a list of those into arrays. With B = batch, K = list size,
+P = max prompt length, R = max response length and T = P + R:
+
+    prompt_tokens [B, P] int32     prompt_lengths [B] int32 (>= 1)
+    response_tokens [B, K, R] int32  response_lengths [B, K] int32 (0 for a padded slot)
+    tokens, segment_ids, positions [B, K, T] int32, completion_mask [B, K, T] bool
+    labels [B, K] float32           where [B, K] bool
+
+Each row of `tokens` is the prompt, then the response, then `pad_id`: for prompt `[1, 2, 3]`,
+chosen `[4, 5]`, rejected `[6]` and T = 5, `tokens = [[1,2,3,4,5],[1,2,3,6,0]]`. A padded slot
+(`where` False) holds the prompt alone (segment 1, no completion token), so that no row of the
+attention is entirely masked; its log-prob sums to 0 and `where` removes it from the losses.
+
+Length policy (`BatchConfig`): BOS (if `add_bos` and the tokenizer has one) starts every prompt and
+counts towards `max_prompt_tokens`; EOS (if `append_eos` and the tokenizer has one) ends every
+response and counts towards `max_response_tokens`, so a response cut with `keep_start` loses its
+EOS. Over-long prompts keep their end by default (the text next to the response), over-long
+responses their start; `"drop"` drops the whole record. Each event is counted.
+
+Packing (`pack`) puts several sequences in one row with segment ids 1..n; `packed_sums` (jnp, for
+inside the step) maps per-token values of packed rows back to `[B, K]`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+_OVERFLOW = ("keep_start", "keep_end", "drop")
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchConfig:
+  """Shapes and length policy of a batch.
+
+  Attributes:
+    max_prompt_tokens: P, BOS included; None pads to the longest prompt and truncates nothing.
+    max_response_tokens: R, EOS included; None as above.
+    list_size: K; None pads to the longest list in the batch. A longer list is an error.
+    prompt_overflow: `keep_end` (default), `keep_start` or `drop` for prompts longer than P.
+    response_overflow: `keep_start` (default), `keep_end` or `drop` for responses longer than R.
+    add_bos: prepend the tokenizer's BOS to prompts when it has one.
+    append_eos: append the tokenizer's EOS to responses when it has one.
+  Fix all three sizes for static shapes (one compilation of the train step).
+  """
+
+  max_prompt_tokens: Optional[int] = None
+  max_response_tokens: Optional[int] = None
+  list_size: Optional[int] = None
+  prompt_overflow: str = "keep_end"
+  response_overflow: str = "keep_start"
+  add_bos: bool = True
+  append_eos: bool = True
+
+  def __post_init__(self):
+    for name in ("prompt_overflow", "response_overflow"):
+      if getattr(self, name) not in _OVERFLOW:
+        raise ValueError(f"BatchConfig.{name}={getattr(self, name)!r}; expected one of {_OVERFLOW}")
+    for name in ("max_prompt_tokens", "max_response_tokens", "list_size"):
+      value = getattr(self, name)
+      if value is not None and value < 1:
+        raise ValueError(f"BatchConfig.{name}={value}; expected None or >= 1")
+    bos = 1 if self.add_bos else 0
+    if self.max_prompt_tokens is not None and self.max_prompt_tokens <= bos:
+      raise ValueError(f"BatchConfig.max_prompt_tokens={self.max_prompt_tokens} leaves no room "
+                       "for prompt text after BOS")
+
+
+def truncate(ids: Sequence[int], limit: Optional[int], policy: str
+             ) -> tuple[Optional[list[int]], bool]:
+  """`(ids cut to limit by policy, whether cut)`; `(None, True)` when `policy == "drop"`."""
+  ids = list(ids)
+  if limit is None or len(ids) <= limit:
+    return ids, False
+  if policy == "drop":
+    return None, True
+  return (ids[:limit] if policy == "keep_start" else ids[len(ids) - limit:]), True
+
+
+def tokenize_record(record: Mapping[str, Any], tokenizer, config: BatchConfig = BatchConfig()
+                    ) -> tuple[Optional[dict], dict[str, int]]:
+  """Tokenizes one canonical record under the length policy.
+
+  Args:
+    record: `{"prompt": str, "responses": list[str], "scores": list[float]}`.
+    tokenizer: `encode`, `bos_id`, `eos_id` as in docs/interfaces.md §3.
+    config: lengths and policy.
+  Returns:
+    `(example, events)`: example `{"prompt": int32 [p], "responses": tuple of int32 [r_k],
+    "labels": float32 [K]}` or None when dropped; events counts `truncated_prompts`,
+    `truncated_responses`, `dropped_long_prompt`, `dropped_long_response`.
+  Raises:
+    ValueError: a prompt with no token, or more responses than `config.list_size`.
+  """
+  responses, scores = record["responses"], record["scores"]
+  if config.list_size is not None and len(responses) > config.list_size:
+    raise ValueError(f"record has {len(responses)} responses but BatchConfig.list_size="
+                     f"{config.list_size}: {record['prompt'][:60]!r}")
+  bos = [tokenizer.bos_id] if config.add_bos and tokenizer.bos_id is not None else []
+  eos = [tokenizer.eos_id] if config.append_eos and tokenizer.eos_id is not None else []
+  events = {}
+  limit = None if config.max_prompt_tokens is None else config.max_prompt_tokens - len(bos)
+  prompt, cut = truncate(tokenizer.encode(record["prompt"]), limit, config.prompt_overflow)
+  if prompt is None:
+    return None, {"dropped_long_prompt": 1}
+  events["truncated_prompts"] = int(cut)
+  prompt = bos + prompt
+  if not prompt:
+    raise ValueError(f"prompt {record['prompt']!r} has no token and the tokenizer no BOS; "
+                     "use DataPolicy(empty_prompt='drop_record') or a tokenizer with a BOS")
+  tokenized = []
+  for response in responses:
+    ids, cut = truncate(tokenizer.encode(response) + eos, config.max_response_tokens,
+                        config.response_overflow)
+    if ids is None:
+      return None, {"dropped_long_response": 1}
+    events["truncated_responses"] = events.get("truncated_responses", 0) + int(cut)
+    tokenized.append(np.asarray(ids, np.int32))
+  example = {"prompt": np.asarray(prompt, np.int32), "responses": tuple(tokenized),
+             "labels": np.asarray(scores, np.float32)}
+  return example, {k: v for k, v in events.items() if v}
+
+
+def _sizes(examples: Sequence[Mapping[str, Any]], config: BatchConfig) -> tuple[int, int, int]:
+  """`(P, R, K)`: the configured sizes, or the batch maxima where None; checks every example."""
+  longest = lambda values: max(values, default=1)
+  p = config.max_prompt_tokens or longest(len(e["prompt"]) for e in examples)
+  r = config.max_response_tokens or longest(len(x) for e in examples for x in e["responses"])
+  k = config.list_size or longest(len(e["responses"]) for e in examples)
+  for b, e in enumerate(examples):
+    if not 1 <= len(e["prompt"]) <= p:
+      raise ValueError(f"example {b}: prompt has {len(e['prompt'])} tokens; expected 1..{p}")
+    if len(e["responses"]) > k or len(e["labels"]) != len(e["responses"]):
+      raise ValueError(f"example {b}: {len(e['responses'])} responses and {len(e['labels'])} "
+                       f"labels; expected equal and <= {k}")
+    if any(len(x) > r for x in e["responses"]):
+      raise ValueError(f"example {b}: a response is longer than {r} tokens")
+  return p, r, k
+
+
+def _list_arrays(examples, p: int, r: int, k: int, pad_id: int) -> dict[str, np.ndarray]:
+  """The keys of §2 that do not depend on how sequences are laid out in rows."""
+  n = len(examples)
+  batch = {
+      "prompt_tokens": np.full((n, p), pad_id, np.int32),
+      "prompt_lengths": np.zeros((n,), np.int32),
+      "response_tokens": np.full((n, k, r), pad_id, np.int32),
+      "response_lengths": np.zeros((n, k), np.int32),
+      "labels": np.zeros((n, k), np.float32),
+      "where": np.zeros((n, k), bool),
+  }
+  for b, e in enumerate(examples):
+    batch["prompt_tokens"][b, :len(e["prompt"])] = e["prompt"]
+    batch["prompt_lengths"][b] = len(e["prompt"])
+    for j, response in enumerate(e["responses"]):
+      batch["response_tokens"][b, j, :len(response)] = response
+      batch["response_lengths"][b, j] = len(response)
+    batch["labels"][b, :len(e["labels"])] = e["labels"]
+    batch["where"][b, :len(e["responses"])] = True
+  return batch
+
+
+def _row_arrays(shape: tuple[int, ...], pad_id: int) -> dict[str, np.ndarray]:
+  return {"tokens": np.full(shape, pad_id, np.int32),
+          "segment_ids": np.zeros(shape, np.int32),
+          "positions": np.zeros(shape, np.int32),
+          "completion_mask": np.zeros(shape, bool)}
+
+
+def _place(rows: dict[str, np.ndarray], index, start: int, prompt, response, segment: int) -> int:
+  """Writes prompt + response at `rows[..][index][start:]`; returns the end offset."""
+  p, end = len(prompt), start + len(prompt) + len(response)
+  rows["tokens"][index][start:end] = np.concatenate([prompt, response])
+  rows["segment_ids"][index][start:end] = segment
+  rows["positions"][index][start:end] = np.arange(end - start)
+  rows["completion_mask"][index][start + p:end] = True
+  return end
+
+
+def collate(examples: Sequence[Mapping[str, Any]], *, config: BatchConfig = BatchConfig(),
+            pad_id: int = 0) -> dict[str, np.ndarray]:
+  """Stacks tokenized examples into the batch of docs/interfaces.md §2 (one sequence per row).
+
+  Args:
+    examples: outputs of `tokenize_record`, B of them.
+    config: P, R, K (batch maxima where None).
+    pad_id: the padding id (the tokenizer's `pad_id`).
+  Returns:
+    The dict of the module docstring; `tokens` etc. are `[B, K, P + R]`.
+  """
+  p, r, k = _sizes(examples, config)
+  batch = _list_arrays(examples, p, r, k, pad_id)
+  rows = _row_arrays((len(examples), k, p + r), pad_id)
+  empty = np.zeros((0,), np.int32)
+  for b, e in enumerate(examples):
+    for j in range(k):
+      response = e["responses"][j] if j < len(e["responses"]) else empty
+      _place(rows, (b, j), 0, e["prompt"], response, 1)
+  return batch | rows
+
+
+def pack(examples: Sequence[Mapping[str, Any]], *, config: BatchConfig = BatchConfig(),
+         pad_id: int = 0, row_length: Optional[int] = None,
+         num_rows: Optional[int] = None) -> dict[str, np.ndarray]:
+  """Like `collate`, but packs the valid (prompt + response) sequences into shared rows.
+
+  Sequences are placed first-fit in (example, slot) order; within a row they get segment ids
+  1..n and positions restarting at 0, so attention must not cross segments.
+
+  Args:
+    examples, config, pad_id: as in `collate`.
+    row_length: L, default P + R.
+    num_rows: N; None uses as many rows as needed. Too few rows is an error.
+  Returns:
+    The list keys of `collate` (`prompt_tokens`, ..., `where`), `tokens`, `segment_ids`,
+    `positions`, `completion_mask` of shape `[N, L]`, and `pack_row`, `pack_segment` `[B, K]`
+    int32: where sequence (b, k) lies (segment 0 for a padded slot). `packed_sums` maps
+    per-token values back to `[B, K]`.
+  """
+  p, r, k = _sizes(examples, config)
+  length = row_length or p + r
+  if length < p + r:
+    raise ValueError(f"row_length={length} is shorter than P + R = {p + r}")
+  batch = _list_arrays(examples, p, r, k, pad_id)
+  batch["pack_row"] = np.zeros((len(examples), k), np.int32)
+  batch["pack_segment"] = np.zeros((len(examples), k), np.int32)
+  used, placed = [], []  # used[i]: tokens in row i; placed: (b, j, row, start, segment)
+  for b, e in enumerate(examples):
+    for j, response in enumerate(e["responses"]):
+      size = len(e["prompt"]) + len(response)
+      row = next((i for i, u in enumerate(used) if u[0] + size <= length), None)
+      if row is None:
+        used.append([0, 0])
+        row = len(used) - 1
+      used[row][1] += 1
+      placed.append((b, j, row, used[row][0], used[row][1]))
+      used[row][0] += size
+  if num_rows is not None and len(used) > num_rows:
+    raise ValueError(f"{len(placed)} sequences need {len(used)} rows of {length}; "
+                     f"num_rows={num_rows}")
+  rows = _row_arrays((num_rows or max(len(used), 1), length), pad_id)
+  for b, j, row, start, segment in placed:
+    _place(rows, row, start, examples[b]["prompt"], examples[b]["responses"][j], segment)
+    batch["pack_row"][b, j] = row
+    batch["pack_segment"][b, j] = segment
+  return batch | rows
+
+
+def packed_sums(values: jax.Array, segment_ids: jax.Array, pack_row: jax.Array,
+                pack_segment: jax.Array) -> jax.Array:
+  """Sums per-token `values [N, L]` over each packed sequence: `[B, K]` (0 for padded slots).
+
+  `out[b, k] = Σ_l values[n, l] · [segment_ids[n, l] = pack_segment[b, k]]`, `n = pack_row[b, k]`.
+  Mask `values` (e.g. with `completion_mask`) before calling.
+  """
+  n, length = segment_ids.shape
+  ids = jnp.arange(n)[:, None] * (length + 1) + segment_ids
+  sums = jax.ops.segment_sum(values.reshape(-1), ids.reshape(-1), num_segments=n * (length + 1))
+  out = sums[pack_row * (length + 1) + pack_segment]
+  return jnp.where(pack_segment > 0, out, 0)

@@ -51,6 +51,11 @@ def run(config, workdir: str, *, init: str | None = None, data: str | None = Non
       config.loss.name, logp_fn, reference=cfg.reference, hyper_parameters=hyper,
       ref_logp_fn=logp_fn,
   )
+  if cfg.reference == "cache" and spec.needs_reference:
+    records = runs.attach_reference_logps(
+        records, task, logp_fn, init_params, list_size=list_size,
+        batch_size=config.evaluate.batch_size, cache_dir=os.path.join(workdir, "ref_cache"),
+    )
   iterator = runs.batches(
       records, task, batch_size=cfg.batch_size, list_size=list_size, seed=config.seed
   )
@@ -63,7 +68,7 @@ def run(config, workdir: str, *, init: str | None = None, data: str | None = Non
       iterator=iterator,
       num_steps=cfg.num_steps,
       seed=config.seed,
-      frozen=init_params if spec.needs_reference else None,
+      frozen=init_params if spec.needs_reference and cfg.reference != "cache" else None,
       loss_state=spec.init_state() if spec.stateful else (),
       accum_steps=cfg.accum_steps,
       on_nonfinite=cfg.on_nonfinite,

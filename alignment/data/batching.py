@@ -90,7 +90,8 @@ def tokenize_record(record: Mapping[str, Any], tokenizer, config: BatchConfig = 
   """Tokenizes one canonical record under the length policy.
 
   Args:
-    record: `{"prompt": str, "responses": list[str], "scores": list[float]}`.
+    record: `{"prompt": str, "responses": list[str], "scores": list[float]}`, optionally with
+      `"ref_logps": list[float]` (cached reference log-probs, batched as `ref_logps [B, K]`).
     tokenizer: `encode`, `bos_id`, `eos_id` as in docs/interfaces.md §3.
     config: lengths and policy.
   Returns:
@@ -126,6 +127,8 @@ def tokenize_record(record: Mapping[str, Any], tokenizer, config: BatchConfig = 
     tokenized.append(np.asarray(ids, np.int32))
   example = {"prompt": np.asarray(prompt, np.int32), "responses": tuple(tokenized),
              "labels": np.asarray(scores, np.float32)}
+  if "ref_logps" in record:  # cached reference log-probs travel with their responses
+    example["ref_logps"] = np.asarray(record["ref_logps"], np.float32)
   return example, {k: v for k, v in events.items() if v}
 
 
@@ -165,6 +168,10 @@ def _list_arrays(examples, p: int, r: int, k: int, pad_id: int) -> dict[str, np.
       batch["response_lengths"][b, j] = len(response)
     batch["labels"][b, :len(e["labels"])] = e["labels"]
     batch["where"][b, :len(e["responses"])] = True
+  if all("ref_logps" in e for e in examples):
+    batch["ref_logps"] = np.zeros((n, k), np.float32)
+    for b, e in enumerate(examples):
+      batch["ref_logps"][b, :len(e["ref_logps"])] = e["ref_logps"]
   return batch
 
 

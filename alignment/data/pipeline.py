@@ -33,9 +33,12 @@ from alignment.data import formats
 def _canonical(example: Mapping[str, Any]) -> dict:
   """A record as stored (TFDS gives `bytes` texts and numpy scores) -> `str` texts, float scores."""
   text = lambda x: x.decode("utf-8") if isinstance(x, bytes) else x
-  return {"prompt": text(example["prompt"]),
-          "responses": [text(r) for r in example["responses"]],
-          "scores": [float(s) for s in example["scores"]]}
+  record = {"prompt": text(example["prompt"]),
+            "responses": [text(r) for r in example["responses"]],
+            "scores": [float(s) for s in example["scores"]]}
+  if "ref_logps" in example:
+    record["ref_logps"] = [float(x) for x in example["ref_logps"]]
+  return record
 
 
 def _tokenize(example, *, tokenizer, config):

@@ -15,7 +15,7 @@ from alignment.data import batching
 from alignment.data import pipeline
 from alignment.data import tasks as tasks_lib
 from alignment.models import transformer
-from alignment.training import loop, optim, setup
+from alignment.training import loop, optim, reference, setup
 from alignment.training.checkpoint import Checkpointer
 from alignment.training.logs import MetricWriter
 from alignment.training.step import init_train_state, make_train_step
@@ -61,6 +61,26 @@ def fixed_batches(records: Sequence[dict], task, *, batch_size: int, list_size: 
     chunk = chunk + [chunk[-1]] * (batch_size - len(chunk))
     out.append(batching.collate(chunk, config=config, pad_id=task.tokenizer.pad_id))
   return out
+
+
+_SCORED_KEYS = ("tokens", "positions", "segment_ids", "completion_mask")
+
+
+def attach_reference_logps(
+    records: Sequence[dict], task, logp_fn, ref_params, *, list_size: int, batch_size: int,
+    cache_dir: str,
+) -> list[dict]:
+  """Copies of `records` with `ref_logps` from the disk cache (computed once per (params, data))."""
+  fixed = fixed_batches(records, task, batch_size=batch_size, list_size=list_size)
+  n = len(records)
+  data = {k: np.concatenate([b[k] for b in fixed])[:n] for k in _SCORED_KEYS}
+  logps = reference.cached_reference_logps(
+      cache_dir, logp_fn, ref_params, data, batch_size=batch_size
+  )
+  return [
+      {**r, "ref_logps": [float(x) for x in logps[i, : len(r["responses"])]]}
+      for i, r in enumerate(records)
+  ]
 
 
 def train_run(

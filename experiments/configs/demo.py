@@ -63,7 +63,7 @@ def get_config():
           batch_size=32,
           num_steps=300,
           accum_steps=1,
-          reference="forward",
+          reference="cache",
           init="",
           data="",
           optimizer=optimizer(1e-3, 300, 20),

@@ -101,3 +101,24 @@ def test_pairwise_objective_on_lists_is_a_clear_error(prepared, tmp_path):
   config.loss.name = "dpo"
   with pytest.raises(ValueError, match="pairwise but the data has lists"):
     train.run(config, str(tmp_path))
+
+
+def test_cached_reference_logps_equal_a_reference_forward(prepared, tmp_path):
+  """Cached values ride with their records through shuffling and batching."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+
+  from alignment.training import runs, setup  # pylint: disable=import-outside-toplevel
+
+  _, config, _ = prepared
+  task, model_config = runs.task_and_model(config)
+  params = setup.load_params(runs.init_model(model_config, 0), config.train.init)
+  records, _ = train.read_preferences(config.train.data, str(tmp_path))
+  logp_fn = setup.logp_fn(model_config, chunk_size=config.model.logprob_chunk)
+  with_ref = runs.attach_reference_logps(
+      records, task, logp_fn, params, list_size=4, batch_size=16, cache_dir=str(tmp_path))
+  batch = next(runs.batches(with_ref, task, batch_size=8, list_size=4, seed=3))
+  direct = np.asarray(jax.jit(logp_fn)(params, batch)[0])
+  np.testing.assert_allclose(
+      np.where(batch["where"], batch["ref_logps"], 0), np.where(batch["where"], direct, 0),
+      atol=1e-5, rtol=0)

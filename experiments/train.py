@@ -14,7 +14,7 @@ import os
 
 from absl import app, logging
 
-from alignment import losses
+from alignment.losses import listwise
 from alignment.data import formats
 from alignment.training import objective, runs, setup
 from experiments import _flags
@@ -31,22 +31,14 @@ def read_preferences(path: str, workdir: str) -> tuple[list[dict], dict]:
   return records, stats.to_json()
 
 
-def run(config, workdir: str, *, init: str | None = None, data: str | None = None):
-  """Trains the policy on preference lists; returns its parameters."""
+def _train_stage(config, workdir, *, task, model_config, records, init_params, num_steps,
+                 list_size, shuffle=True):
+  """One run of `config.loss` on `records` from `init_params`, which is also the reference."""
   cfg = config.train
   os.makedirs(workdir, exist_ok=True)
-  task, model_config = runs.task_and_model(config)
+  spec = objective.check_objective_supported(config.loss.name, cfg.reference)
   hyper = {k: v for k, v in config.loss.items() if k != "name"}
-  records, _ = read_preferences(data or cfg.data, workdir)
-  list_size = max(len(r["responses"]) for r in records)
-  if losses.spec(config.loss.name).family == "pairwise" and list_size != 2:
-    raise ValueError(
-        f"Objective {config.loss.name!r} is pairwise but the data has lists of up to "
-        f"{list_size} responses; build pairs first (e.g. losses.listwise.curry_pairs)."
-    )
-  init_params = setup.load_params(runs.init_model(model_config, config.seed), init or cfg.init)
   logp_fn = setup.logp_fn(model_config, chunk_size=config.model.logprob_chunk)
-  spec = losses.spec(config.loss.name)
   loss_fn = objective.preference_loss(
       config.loss.name, logp_fn, reference=cfg.reference, hyper_parameters=hyper,
       ref_logp_fn=logp_fn,
@@ -57,7 +49,8 @@ def run(config, workdir: str, *, init: str | None = None, data: str | None = Non
         batch_size=config.evaluate.batch_size, cache_dir=os.path.join(workdir, "ref_cache"),
     )
   iterator = runs.batches(
-      records, task, batch_size=cfg.batch_size, list_size=list_size, seed=config.seed
+      records, task, batch_size=cfg.batch_size, list_size=list_size, seed=config.seed,
+      shuffle=shuffle,
   )
   state, _ = runs.train_run(
       name=f"train[{config.loss.name}]",
@@ -66,7 +59,7 @@ def run(config, workdir: str, *, init: str | None = None, data: str | None = Non
       params=init_params,
       optimizer_config=cfg.optimizer,
       iterator=iterator,
-      num_steps=cfg.num_steps,
+      num_steps=num_steps,
       seed=config.seed,
       frozen=init_params if spec.needs_reference and cfg.reference != "cache" else None,
       loss_state=spec.init_state() if spec.stateful else (),
@@ -78,6 +71,59 @@ def run(config, workdir: str, *, init: str | None = None, data: str | None = Non
       kill_after_step=cfg.kill_after_step if cfg.kill_after_step > 0 else None,
   )
   return state.params
+
+
+def curriculum_stages(records: list[dict], by: str) -> list[list[dict]]:
+  """Curry-DPO stages of pair records (chosen first), each ordered easy to hard (§4.8)."""
+  schedule = listwise.curry_schedule([r["scores"] for r in records], by=by)
+  return [
+      [{"prompt": records[e]["prompt"],
+        "responses": [records[e]["responses"][c], records[e]["responses"][j]],
+        "scores": [1.0, 0.0]} for e, c, j in rows]
+      for rows in schedule
+  ]
+
+
+def run(config, workdir: str, *, init: str | None = None, data: str | None = None):
+  """Trains the policy on preference lists (or a Curry-DPO curriculum); returns its parameters.
+
+  With `train.curriculum` = "rank" or "gap", the lists become Curry-DPO pair stages trained in
+  order (easy to hard, not shuffled), `train.num_steps` split evenly between them; with
+  `train.curriculum_iterative` (default) each stage starts from, and uses as its reference, the
+  model of the previous stage (reference log-probs are recomputed), else every stage uses the
+  initial reference.
+  """
+  cfg = config.train
+  os.makedirs(workdir, exist_ok=True)
+  task, model_config = runs.task_and_model(config)
+  spec = objective.check_objective_supported(config.loss.name, cfg.reference)
+  records, _ = read_preferences(data or cfg.data, workdir)
+  init_params = setup.load_params(runs.init_model(model_config, config.seed), init or cfg.init)
+  stage_kwargs = dict(task=task, model_config=model_config)
+  if not cfg.curriculum:
+    list_size = max(len(r["responses"]) for r in records)
+    if spec.family == "pairwise" and list_size != 2:
+      raise ValueError(
+          f"Objective {config.loss.name!r} is pairwise but the data has lists of up to "
+          f"{list_size} responses; use a listwise objective or train.curriculum='rank'."
+      )
+    params = _train_stage(config, workdir, records=records, init_params=init_params,
+                          num_steps=cfg.num_steps, list_size=list_size, **stage_kwargs)
+  else:
+    if spec.family == "listwise":
+      raise ValueError(f"train.curriculum builds pairs; {config.loss.name!r} is listwise.")
+    stages = curriculum_stages(records, cfg.curriculum)
+    steps = max(cfg.num_steps // max(len(stages), 1), 1)
+    params = reference = init_params
+    for i, stage_records in enumerate(stages):
+      params = _train_stage(
+          config, os.path.join(workdir, f"stage_{i}"), records=stage_records,
+          init_params=reference if cfg.curriculum_iterative else init_params,
+          num_steps=steps, list_size=2, shuffle=False, **stage_kwargs)
+      if cfg.curriculum_iterative:
+        reference = params
+    setup.save_params(params, workdir)
+  return params
 
 
 def main(argv):

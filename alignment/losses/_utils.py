@@ -12,6 +12,7 @@ from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Array = jax.Array
 ReduceFn = Optional[Callable[..., Array]]
@@ -130,3 +131,140 @@ def check_range(
 def check_positive(name: str, value, *, where: str = "") -> None:
   """Raises unless `value > 0` (e.g. every β)."""
   check_range(name, value, low=0.0, low_inclusive=False, where=where)
+
+
+def check_shapes(fn_name: str, reference_name: str, reference: Array, **arrays) -> None:
+  """Raises a ValueError naming `fn_name` and the argument whose shape does not fit.
+
+  Every array in `arrays` (None entries are skipped) must broadcast to the shape of
+  `reference` (`[..., K]`): shapes are static, so this check also runs under `jit`.
+  """
+  target = tuple(jnp.shape(reference))
+  for name, value in arrays.items():
+    if value is None:
+      continue
+    shape = tuple(jnp.shape(value))
+    try:
+      ok = jnp.broadcast_shapes(shape, target) == target
+    except ValueError:
+      ok = False
+    if not ok:
+      raise ValueError(
+          f"{fn_name}: {name} has shape {shape}, which does not broadcast to the shape "
+          f"{target} of {reference_name}."
+      )
+
+
+def concrete_array(x) -> Optional[np.ndarray]:
+  """`x` as a numpy array, or None if it is None or traced (values unknown inside `jit`)."""
+  if x is None:
+    return None
+  try:
+    return np.asarray(x)
+  except (TypeError, jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError):
+    return None
+
+
+def check_array_range(
+    name: str,
+    values,
+    *,
+    low: Optional[float] = None,
+    high: Optional[float] = None,
+    mask: Optional[Array] = None,
+    where: str = "",
+) -> None:
+  """Raises a ValueError if a concrete array has (valid) entries outside `[low, high]`.
+
+  Arrays traced by `jit`/`grad`/`vmap` cannot be inspected and are not checked.
+  """
+  v, m = concrete_array(values), concrete_array(mask)
+  if v is None or (mask is not None and m is None):
+    return
+  v = v.astype(np.float64)
+  m = np.ones(v.shape, bool) if mask is None else np.broadcast_to(m.astype(bool), v.shape)
+  bad = np.zeros(v.shape, bool)
+  if low is not None:
+    bad |= v < low
+  if high is not None:
+    bad |= v > high
+  bad &= m
+  if bad.any():
+    lo = "-inf" if low is None else low
+    hi = "inf" if high is None else high
+    prefix = f"{where}: " if where else ""
+    raise ValueError(
+        f"{prefix}{name} must lie in [{lo}, {hi}]; {int(bad.sum())} entries do not, "
+        f"e.g. {v[bad][0]} at index {tuple(int(i) for i in np.argwhere(bad)[0])}."
+    )
+
+
+def list_mask(valid: Array) -> Array:
+  """`[...]` mask of lists with at least one valid item (the list-loss denominator, §0.2)."""
+  return jnp.any(valid, axis=-1)
+
+
+def masked_logsumexp(x: Array, mask: Array, axis: int = -1) -> Array:
+  """`log Σ_{mask} exp(x)` along `axis`; 0 with finite gradients where nothing is valid.
+
+  Masked entries never enter an `exp` (double-`where`), so infinities or NaNs there cannot
+  poison the gradient; the shift by the valid maximum keeps every `exp` <= 1.
+  """
+  shape = jnp.broadcast_shapes(jnp.shape(x), jnp.shape(mask))
+  x, mask = jnp.broadcast_to(x, shape), jnp.broadcast_to(mask, shape)
+  any_valid = jnp.any(mask, axis=axis, keepdims=True)
+  shift = jnp.max(jnp.where(mask, x, -jnp.inf), axis=axis, keepdims=True)
+  shift = jax.lax.stop_gradient(jnp.where(any_valid, shift, 0.0))
+  x_safe = jnp.where(mask, x, shift)
+  total = jnp.sum(jnp.where(mask, jnp.exp(x_safe - shift), 0.0), axis=axis, keepdims=True)
+  out = jnp.log(jnp.where(any_valid, total, 1.0)) + shift
+  return jnp.squeeze(out, axis=axis)
+
+
+def descending_ranks(values: Array, valid: Array, *, tiebreak: Optional[Array] = None) -> Array:
+  """1-based ranks `[..., K]` (int32) of the items sorted by `values` in descending order.
+
+  Ties go to the smaller `tiebreak` value (if given: e.g. uniform noise for random tie-breaking),
+  then to the earlier index; invalid items come after all valid ones, in index order. This is
+  the rank of a stable sort, computed from `[..., K, K]` comparisons (no sort, no gather: for
+  the list sizes of preference data, K <= a few dozen, it is the faster form on every backend).
+
+  `rank_i = 1 + #{j : j is placed before i}`.
+  """
+  values = jax.lax.stop_gradient(values)
+  valid = jnp.broadcast_to(valid, jnp.shape(values))
+  index = jnp.arange(values.shape[-1])
+  earlier = index[None, :] < index[:, None]  # [i, j]: j comes before i in input order.
+  x_i, x_j = values[..., :, None], values[..., None, :]
+  if tiebreak is not None:
+    t_i, t_j = tiebreak[..., :, None], tiebreak[..., None, :]
+    earlier = (t_j < t_i) | ((t_j == t_i) & earlier)
+  ahead = (x_j > x_i) | ((x_j == x_i) & earlier)
+  v_i, v_j = valid[..., :, None], valid[..., None, :]
+  before = jnp.where(v_i == v_j, jnp.where(v_i, ahead, index[None, :] < index[:, None]), v_j)
+  return 1 + jnp.sum(before, axis=-1, dtype=jnp.int32)
+
+
+def prepare_list(
+    fn_name: str,
+    scores: Array,
+    labels: Array,
+    where: Optional[Array],
+    weights: Optional[Array],
+) -> tuple[Array, Array, Array, Optional[Array]]:
+  """Checks and casts the inputs of a list loss: `(scores, labels, valid, weights)`, `[..., K]`.
+
+  Scores and labels are float32 and broadcast to the scores' shape. Invalid slots get score 0
+  and weight 0 *before* any loss is computed (the first half of the double-`where`): padding may
+  hold anything, even NaN or inf, without reaching a value or a gradient.
+  """
+  scores = f32(scores)
+  if scores.ndim < 1:
+    raise ValueError(f"{fn_name}: scores must have a list axis [..., K], got a scalar.")
+  check_shapes(fn_name, "scores", scores, labels=labels, where=where, weights=weights)
+  valid = valid_mask(scores, where)
+  scores = jnp.where(valid, scores, 0.0)
+  labels = jnp.where(valid, jnp.broadcast_to(f32(labels), scores.shape), 0.0)
+  if weights is not None:
+    weights = jnp.where(valid, jnp.broadcast_to(f32(weights), scores.shape), 0.0)
+  return scores, labels, valid, weights

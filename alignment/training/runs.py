@@ -37,11 +37,12 @@ def batch_config(task, list_size: int) -> batching.BatchConfig:
   )
 
 
-def batches(records: Sequence[dict], task, *, batch_size: int, list_size: int, seed: int):
-  """An endless, shuffled, checkpointable iterator of batches over canonical records."""
+def batches(records: Sequence[dict], task, *, batch_size: int, list_size: int, seed: int,
+            shuffle: bool = True):
+  """An endless (shuffled) checkpointable iterator of batches over canonical records."""
   dataset = pipeline.preference_dataset(
       records, tokenizer=task.tokenizer, batch_size=batch_size,
-      config=batch_config(task, list_size), seed=seed,
+      config=batch_config(task, list_size), seed=seed, shuffle=shuffle,
   )
   return iter(dataset)
 

@@ -71,7 +71,8 @@ def get_config():
           log_every=25,
           checkpoint_every=100,
           keep_checkpoints=2,
-          curriculum_stages=0,
+          curriculum="",  # "rank" or "gap": Curry-DPO stages of pairs (pairwise objectives)
+          curriculum_iterative=True,
           kill_after_step=-1,
       )
   )

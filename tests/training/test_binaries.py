@@ -122,3 +122,35 @@ def test_cached_reference_logps_equal_a_reference_forward(prepared, tmp_path):
   np.testing.assert_allclose(
       np.where(batch["where"], batch["ref_logps"], 0), np.where(batch["where"], direct, 0),
       atol=1e-5, rtol=0)
+
+
+def test_curry_dpo_curriculum_refreshes_the_reference(prepared, tmp_path):
+  import glob  # pylint: disable=import-outside-toplevel
+
+  import numpy as np  # pylint: disable=import-outside-toplevel
+
+  from alignment.training import runs, setup  # pylint: disable=import-outside-toplevel
+
+  _, config, _ = prepared
+  config = config.copy_and_resolve_references()
+  config.loss.name, config.loss.beta = "dpo", 0.1
+  config.train.curriculum, config.train.num_steps = "rank", 6
+  workdir = str(tmp_path / "curry")
+  final = train.run(config, workdir)
+  records, _ = train.read_preferences(config.train.data, str(tmp_path))
+  stages = train.curriculum_stages(records, "rank")
+  assert len(stages) == 3  # K = 4: rejected response at rank 4, 3, 2
+  # Stage 0 pairs the best with the worst response: the largest rating gaps come first.
+  assert all(r["scores"] == [1.0, 0.0] for s in stages for r in s)
+  assert _params_bytes(workdir) == _params_bytes(os.path.join(workdir, "stage_2"))
+  task, model_config = runs.task_and_model(config)
+  template = runs.init_model(model_config, 0)
+  stage0 = setup.load_params(template, os.path.join(workdir, "stage_0"))
+  logp_fn = setup.logp_fn(model_config, chunk_size=config.model.logprob_chunk)
+  expected = runs.attach_reference_logps(
+      stages[1], task, logp_fn, stage0, list_size=2, batch_size=16,
+      cache_dir=str(tmp_path / "expected"))
+  (cached,) = glob.glob(os.path.join(workdir, "stage_1", "ref_cache", "*.npy"))
+  np.testing.assert_allclose(
+      np.load(cached), np.array([r["ref_logps"] for r in expected]), atol=1e-5, rtol=0)
+  assert final is not None

@@ -32,6 +32,8 @@ def run(config, workdir: str):
       iterator=iterator,
       num_steps=config.sft.num_steps,
       seed=config.seed,
+      model_config=model_config,
+      mesh_config=config.mesh,
       log_every=config.sft.log_every,
   )
   return state.params

@@ -61,6 +61,8 @@ def _train_stage(config, workdir, *, task, model_config, records, init_params, n
       iterator=iterator,
       num_steps=num_steps,
       seed=config.seed,
+      model_config=model_config,
+      mesh_config=config.mesh,
       frozen=init_params if spec.needs_reference and cfg.reference != "cache" else None,
       loss_state=spec.init_state() if spec.stateful else (),
       accum_steps=cfg.accum_steps,

@@ -11,6 +11,7 @@ from typing import Any, Optional, Sequence
 import jax
 import numpy as np
 
+from alignment import parallel
 from alignment.data import batching
 from alignment.data import pipeline
 from alignment.data import tasks as tasks_lib
@@ -18,7 +19,7 @@ from alignment.models import transformer
 from alignment.training import loop, optim, reference, setup
 from alignment.training.checkpoint import Checkpointer
 from alignment.training.logs import MetricWriter
-from alignment.training.step import init_train_state, make_train_step
+from alignment.training.step import init_train_state, make_train_step, train_state_sharding
 
 
 def task_and_model(config):
@@ -102,26 +103,52 @@ def train_run(
     checkpoint_every: int = 100,
     keep_checkpoints: int = 2,
     kill_after_step: Optional[int] = None,
+    model_config=None,
+    mesh_config=None,
 ):
   """Builds state and step, resumes from `workdir/checkpoints` if possible, trains, saves params.
+
+  With `mesh_config` (`shape`: mesh axis sizes, `strategy`: "dp", "fsdp", "tp", "fsdp_tp", ...)
+  and `model_config`, parameters, optimiser state, reference parameters and batches are placed on
+  the mesh and the step is jitted with those explicit in/out shardings (the default mesh is all
+  devices on the data axis).
 
   Returns `(state, logged_rows)`; the final parameters are also written to
   `workdir/params.msgpack`.
   """
   optimizer = optim.make_optimizer(optimizer_config)
   state = init_train_state(params, optimizer, jax.random.key(seed), loss_state)
+  shardings, to_device = {}, lambda batch: batch
+  if model_config is not None:
+    mesh_config = mesh_config or {"shape": {"data": -1}, "strategy": "dp"}
+    mesh = parallel.make_mesh(dict(mesh_config["shape"]))
+    params_sharding = parallel.param_shardings(
+        transformer.logical_axes(model_config), mesh,
+        parallel.logical_axis_rules(mesh_config["strategy"]), shapes=params,
+    )
+    state_sharding = train_state_sharding(state, params_sharding, optimizer, mesh)
+    state = jax.device_put(state, state_sharding)
+    if frozen is not None:
+      frozen = jax.device_put(frozen, params_sharding)
+    shardings = dict(
+        state_sharding=state_sharding, batch_sharding=parallel.batch_sharding(mesh),
+        frozen_sharding=None if frozen is None else params_sharding,
+    )
+    to_device = lambda batch: parallel.shard_batch(batch, mesh)
   checkpointer = Checkpointer(
       os.path.join(workdir, "checkpoints"),
       save_interval_steps=checkpoint_every, max_to_keep=keep_checkpoints,
   )
   state, _ = loop.restore_or_init(checkpointer, state, iterator)
-  step_fn = make_train_step(loss_fn, optimizer, accum_steps=accum_steps, on_nonfinite=on_nonfinite)
+  step_fn = make_train_step(
+      loss_fn, optimizer, accum_steps=accum_steps, on_nonfinite=on_nonfinite, **shardings
+  )
   writer = MetricWriter(workdir)
   try:
     state, rows = loop.train(
         name=name, state=state, step_fn=step_fn, frozen=frozen, iterator=iterator,
         num_steps=num_steps, checkpointer=checkpointer, writer=writer, log_every=log_every,
-        on_nonfinite=on_nonfinite, kill_after_step=kill_after_step,
+        on_nonfinite=on_nonfinite, kill_after_step=kill_after_step, to_device=to_device,
     )
   finally:
     writer.close()
@@ -131,8 +158,5 @@ def train_run(
 
 
 def init_model(model_config, seed: int):
+  """Fresh decoder parameters (also the template that `setup.load_params` fills)."""
   return transformer.init_params(model_config, jax.random.key(seed))
-
-
-def as_numpy(tree):
-  return jax.tree.map(np.asarray, jax.device_get(tree))

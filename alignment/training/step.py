@@ -62,6 +62,26 @@ def init_train_state(params, optimizer: optax.GradientTransformation, rng, loss_
   )
 
 
+def train_state_sharding(
+    state: TrainState, params_sharding, optimizer: optax.GradientTransformation, mesh
+) -> TrainState:
+  """Shardings of a `TrainState`: params (and optimiser moments shaped like them) as given,
+  everything else (step, PRNG key, objective state, scalar optimiser counters) replicated."""
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  opt_sharding = optax.tree_map_params(
+      optimizer, lambda _, sharding: sharding, state.opt_state, params_sharding,
+      transform_non_params=lambda _: replicated,
+  )
+  return TrainState(
+      step=replicated,
+      params=params_sharding,
+      opt_state=opt_sharding,
+      rng=replicated,
+      loss_state=jax.tree.map(lambda _: replicated, state.loss_state),
+      nonfinite=replicated,
+  )
+
+
 def split_microbatches(batch: dict, accum_steps: int) -> dict:
   """Reshapes every `[B, ...]` leaf to `[accum_steps, B // accum_steps, ...]`."""
 

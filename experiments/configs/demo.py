@@ -34,6 +34,9 @@ def get_config():
       dict(preset="tiny", width=64, depth=2, mlp_dim=192, dtype="float32", logprob_chunk=256)
   )
 
+  # Devices: a mesh over all local devices on the data axis; e.g. shape {"fsdp": -1} with
+  # strategy "fsdp", or {"data": 2, "tensor": 4} with "dp_tp" (alignment.parallel).
+  c.mesh = ml_collections.ConfigDict(dict(shape=dict(data=-1), strategy="dp"))
   c.sft = ml_collections.ConfigDict(
       dict(
           num_demonstrations=4096,

@@ -1,0 +1,172 @@
+"""Tests of the KV-cache sampler (alignment/models/sampler.py)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from alignment.models import config as config_lib
+from alignment.models import sampler
+from alignment.models import transformer
+
+CONFIG = config_lib.get_config("tiny", dtype=jnp.float32)
+N = 6
+
+
+@pytest.fixture(scope="module")
+def params():
+  @jax.jit
+  def perturbed(key):
+    params = transformer.init_params(CONFIG, key)
+    leaves, treedef = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.fold_in(key, 1), len(leaves))
+    # Larger weights than at init, so the next-token distributions are far from uniform.
+    return jax.tree.unflatten(
+        treedef, [x + 0.3 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
+
+  return perturbed(jax.random.key(0))
+
+
+# Right-padded prompts of lengths 4, 1 and 3.
+PROMPTS = np.array([[5, 9, 2, 7], [3, 0, 0, 0], [8, 8, 1, 0]], np.int32)
+LENGTHS = np.array([4, 1, 3], np.int32)
+
+
+@jax.jit
+def _full_log_probs(params, row_tokens):
+  """Next-token log-probs `[T, V]` of one unpadded row under the full (cache-free) forward."""
+  t = row_tokens.shape[0]
+  hidden = transformer.apply(CONFIG, params, row_tokens[None], jnp.arange(t)[None],
+                             jnp.ones((1, t), jnp.int32))
+  return jax.nn.log_softmax(transformer.logits(CONFIG, params, hidden[0]), axis=-1)
+
+
+def _rows(tokens, lengths):
+  """Each prompt without padding followed by its generated tokens."""
+  return [np.concatenate([PROMPTS[b, :LENGTHS[b]], tokens[b, :lengths[b]]]) for b in range(3)]
+
+
+def _rescored(params, tokens, lengths):
+  """Per-token log-probs of the generated tokens under the full forward pass."""
+  out = []
+  for b, row in enumerate(_rows(tokens, lengths)):
+    log_probs = np.asarray(_full_log_probs(params, jnp.asarray(row)))
+    out.append(log_probs[np.arange(LENGTHS[b] - 1, len(row) - 1), row[LENGTHS[b]:]])
+  return out
+
+
+def test_reported_logps_equal_rescoring(params):
+  # Temperature and top-k change what is sampled, not what is reported: the model's own
+  # log-probs at temperature 1.
+  tokens, logps, lengths = sampler.sample(CONFIG, params, PROMPTS, LENGTHS, jax.random.key(0),
+                                          max_new_tokens=N, temperature=0.7, top_k=8)
+  assert tokens.shape == logps.shape == (3, N) and lengths.shape == (3,)
+  np.testing.assert_array_equal(lengths, N)
+  for b, want in enumerate(_rescored(params, np.asarray(tokens), np.asarray(lengths))):
+    np.testing.assert_allclose(logps[b], want, atol=1e-5)
+
+
+def test_greedy_is_deterministic_and_follows_the_argmax(params):
+  run = lambda key: sampler.sample(CONFIG, params, PROMPTS, LENGTHS, key, max_new_tokens=N,
+                                   greedy=True)
+  tokens, logps, _ = run(jax.random.key(1))
+  tokens2, logps2, _ = run(jax.random.key(2))
+  np.testing.assert_array_equal(tokens, tokens2)
+  np.testing.assert_array_equal(logps, logps2)
+  # Each greedy token is the argmax of the full forward pass given everything before it, and its
+  # log-prob is therefore the largest log-prob of that step.
+  for b, row in enumerate(_rows(np.asarray(tokens), [N] * 3)):
+    log_probs = _full_log_probs(params, jnp.asarray(row))
+    np.testing.assert_array_equal(np.argmax(log_probs[LENGTHS[b] - 1:-1], -1), tokens[b])
+  # Rows decoded alone give the same tokens as in the padded batch.
+  alone, _, _ = sampler.sample(CONFIG, params, PROMPTS[1:2, :1], LENGTHS[1:2], jax.random.key(0),
+                               max_new_tokens=N, greedy=True)
+  np.testing.assert_array_equal(alone[0], tokens[1])
+
+
+def test_top_k_1_equals_greedy(params):
+  greedy = sampler.sample(CONFIG, params, PROMPTS, LENGTHS, jax.random.key(3), max_new_tokens=N,
+                          greedy=True)
+  top1 = sampler.sample(CONFIG, params, PROMPTS, LENGTHS, jax.random.key(4), max_new_tokens=N,
+                        top_k=1, temperature=1.3)
+  for a, b in zip(greedy, top1):
+    np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_eos_stops_a_row(params):
+  tokens, logps, _ = sampler.sample(CONFIG, params, PROMPTS, LENGTHS, jax.random.key(5),
+                                    max_new_tokens=N, greedy=True)
+  tokens, logps = np.asarray(tokens), np.asarray(logps)
+  eos = int(tokens[0, 2])
+  got_tokens, got_logps, got_lengths = sampler.sample(
+      CONFIG, params, PROMPTS, LENGTHS, jax.random.key(5), max_new_tokens=N, greedy=True,
+      eos_id=eos)
+  for b in range(3):
+    hits = np.flatnonzero(tokens[b] == eos)
+    length = hits[0] + 1 if hits.size else N  # Up to and including EOS.
+    assert got_lengths[b] == length
+    np.testing.assert_array_equal(got_tokens[b, :length], tokens[b, :length])
+    np.testing.assert_allclose(got_logps[b, :length], logps[b, :length], atol=1e-6)
+    np.testing.assert_array_equal(got_tokens[b, length:], 0)  # Pad after EOS.
+    np.testing.assert_array_equal(got_logps[b, length:], 0.0)
+  assert got_lengths[0] <= 3
+
+
+def test_first_token_frequencies_match_the_tempered_top_k_distribution(params):
+  # 4000 rows with the same prompt, one step: the empirical distribution of the sampled token
+  # must match softmax(z / T) restricted to the top k (a wrong temperature or filter moves
+  # probabilities by far more than the ~0.008 standard error).
+  rows, temperature, k = 4000, 0.5, 4
+  prompts = np.tile(PROMPTS[:1], (rows, 1))
+  tokens, logps, _ = sampler.sample(CONFIG, params, prompts, np.full(rows, 4), jax.random.key(6),
+                                    max_new_tokens=1, temperature=temperature, top_k=k)
+  hidden = transformer.apply(CONFIG, params, PROMPTS[:1], np.arange(4)[None],
+                             np.ones((1, 4), np.int32))
+  z = np.asarray(transformer.logits(CONFIG, params, hidden[0, -1]), np.float64)
+  top = np.argsort(z)[::-1][:k]
+  want = np.zeros_like(z)
+  want[top] = np.exp((z[top] - z[top].max()) / temperature)
+  want /= want.sum()
+  freq = np.bincount(np.asarray(tokens[:, 0]), minlength=CONFIG.vocab_size) / rows
+  np.testing.assert_allclose(freq, want, atol=0.03)
+  assert set(np.unique(tokens)) <= set(top.tolist())
+  log_softmax = z - np.log(np.exp(z - z.max()).sum()) - z.max()
+  np.testing.assert_allclose(logps[:, 0], log_softmax[np.asarray(tokens[:, 0])], atol=1e-5)
+
+
+def test_filter_logits_by_hand():
+  logits = jnp.log(jnp.array([[0.1, 0.4, 0.2, 0.3]]))
+  inf = -np.inf
+  np.testing.assert_array_equal(
+      np.isfinite(sampler.filter_logits(logits, top_k=2)), [[False, True, False, True]])
+  # Sorted probabilities 0.4, 0.3, 0.2, 0.1; mass before each: 0, 0.4, 0.7, 0.9.
+  # top_p = 0.5 keeps mass_before < 0.5: {0.4, 0.3}; top_p = 0.3 keeps only 0.4.
+  got = sampler.filter_logits(logits, top_p=0.5)
+  np.testing.assert_array_equal(np.isfinite(got), [[False, True, False, True]])
+  np.testing.assert_allclose(got[0, 1], np.log(0.4), rtol=1e-6)
+  assert sampler.filter_logits(logits, top_p=0.3)[0].tolist().count(inf) == 3
+  assert bool(jnp.all(jnp.isfinite(sampler.filter_logits(logits, top_p=1.0))))
+  # top-p acts on the renormalised top-k distribution: top-3 {.4, .3, .2} / .9 has mass before
+  # each of 0, .444, .778, so top_p = 0.75 keeps two tokens and top_p = 0.8 keeps three.
+  np.testing.assert_array_equal(np.isfinite(sampler.filter_logits(logits, top_k=3, top_p=0.75)),
+                                [[False, True, False, True]])
+  np.testing.assert_array_equal(np.isfinite(sampler.filter_logits(logits, top_k=3, top_p=0.8)),
+                                [[False, True, True, True]])
+
+
+def test_sample_rejects_bad_arguments(params):
+  call = lambda **kw: sampler.sample(CONFIG, params, PROMPTS, LENGTHS, jax.random.key(0),
+                                     **{"max_new_tokens": 2, **kw})
+  with pytest.raises(ValueError, match="max_new_tokens"):
+    call(max_new_tokens=0)
+  with pytest.raises(ValueError, match="temperature"):
+    call(temperature=0.0)
+  with pytest.raises(ValueError, match="top_k"):
+    call(top_k=CONFIG.vocab_size + 1)
+  with pytest.raises(ValueError, match="top_p"):
+    call(top_p=0.0)
+  with pytest.raises(ValueError, match="prompt_lengths must be in"):
+    sampler.sample(CONFIG, params, PROMPTS, np.array([4, 0, 3]), jax.random.key(0),
+                   max_new_tokens=2)
+  with pytest.raises(ValueError, match="prompt_lengths"):
+    sampler.sample(CONFIG, params, PROMPTS, LENGTHS[:2], jax.random.key(0), max_new_tokens=2)

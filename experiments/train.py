@@ -12,10 +12,12 @@ from __future__ import annotations
 import json
 import os
 
+import jax
 from absl import app, logging
 
-from alignment.losses import listwise
 from alignment.data import formats
+from alignment.losses import listwise
+from alignment.models import lora, transformer
 from alignment.training import objective, runs, setup
 from experiments import _flags
 
@@ -39,9 +41,27 @@ def _train_stage(config, workdir, *, task, model_config, records, init_params, n
   spec = objective.check_objective_supported(config.loss.name, cfg.reference)
   hyper = {k: v for k, v in config.loss.items() if k != "name"}
   logp_fn = setup.logp_fn(model_config, chunk_size=config.model.logprob_chunk)
+  use_lora = cfg.lora.rank > 0
+  if cfg.reference == "lora" and not use_lora:
+    raise ValueError("train.reference='lora' needs train.lora.rank > 0.")
+  lora_kwargs, policy_kwargs, params, frozen = {}, {}, init_params, None
+  if spec.needs_reference and cfg.reference in ("forward", "lora"):
+    frozen = init_params
+  if use_lora:
+    # The base is frozen and is the reference model: no second copy of the weights.
+    params = lora.init_lora(
+        init_params, jax.random.key(config.seed + 1), rank=cfg.lora.rank, alpha=cfg.lora.alpha,
+        targets=tuple(cfg.lora.targets),
+    )
+    frozen = init_params
+    lora_kwargs = dict(
+        logical_axes=lora.logical_axes(params, transformer.logical_axes(model_config)),
+        export_params=lambda adapters: lora.merge(init_params, adapters),
+    )
+    policy_kwargs = dict(policy_params=lambda adapters, base: lora.merge(base, adapters))
   loss_fn = objective.preference_loss(
       config.loss.name, logp_fn, reference=cfg.reference, hyper_parameters=hyper,
-      ref_logp_fn=logp_fn,
+      ref_logp_fn=logp_fn, **policy_kwargs,
   )
   if cfg.reference == "cache" and spec.needs_reference:
     records = runs.attach_reference_logps(
@@ -56,14 +76,14 @@ def _train_stage(config, workdir, *, task, model_config, records, init_params, n
       name=f"train[{config.loss.name}]",
       workdir=workdir,
       loss_fn=loss_fn,
-      params=init_params,
+      params=params,
       optimizer_config=cfg.optimizer,
       iterator=iterator,
       num_steps=num_steps,
       seed=config.seed,
       model_config=model_config,
       mesh_config=config.mesh,
-      frozen=init_params if spec.needs_reference and cfg.reference != "cache" else None,
+      frozen=frozen,
       loss_state=spec.init_state() if spec.stateful else (),
       accum_steps=cfg.accum_steps,
       on_nonfinite=cfg.on_nonfinite,
@@ -71,8 +91,9 @@ def _train_stage(config, workdir, *, task, model_config, records, init_params, n
       checkpoint_every=cfg.checkpoint_every,
       keep_checkpoints=cfg.keep_checkpoints,
       kill_after_step=cfg.kill_after_step if cfg.kill_after_step > 0 else None,
+      **lora_kwargs,
   )
-  return state.params
+  return lora.merge(init_params, state.params) if use_lora else state.params
 
 
 def curriculum_stages(records: list[dict], by: str) -> list[list[dict]]:

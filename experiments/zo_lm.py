@@ -47,12 +47,11 @@ import numpy as np
 from alignment import zo
 from alignment.models import transformer
 from alignment.training import generation, runs, setup
-from experiments import sft
+from experiments import _flags, sft
 from experiments.configs import demo as demo_config
 
 FLAGS = flags.FLAGS
-if __name__ == "__main__":
-  flags.DEFINE_string("workdir", None, "Output directory.", required=True)
+if __name__ == "__main__":  # --workdir comes from experiments._flags (imported by sft)
   flags.DEFINE_string("policy", None, "SFT workdir or params file (default: train one here).")
   flags.DEFINE_integer("rounds", None, "ZO-RankSGD rounds (m oracle queries each).")
   flags.DEFINE_integer("seeds", None, "Independent runs from the same policy.")
@@ -86,8 +85,8 @@ def get_config(fast: bool = False) -> ml_collections.ConfigDict:
       display_prompts=3,      # prompts shown to a person per candidate (interactive)
   ))
   if fast:
-    c.sft.num_demonstrations, c.sft.num_steps, c.sft.batch_size = 512, 120, 32
-    c.sft.optimizer = demo_config.optimizer(3e-3, 120, 6)
+    c.sft.num_demonstrations, c.sft.num_steps, c.sft.batch_size = 512, 60, 32
+    c.sft.optimizer = demo_config.optimizer(3e-3, 60, 3)
     c.zo.update(rounds=6, seeds=1, m=6, k=6, train_prompts=8, eval_prompts=48)
   return c
 
@@ -425,7 +424,7 @@ def main(argv):
     overrides.setdefault("m", 4)
     overrides.setdefault("k", 2)
     overrides.setdefault("seeds", 1)
-  run(overrides, FLAGS.workdir)
+  run(overrides, _flags.WORKDIR.value)
 
 
 if __name__ == "__main__":

@@ -4,5 +4,6 @@
 """
 
 from alignment.losses import lambdaweights, listwise, pairwise, pointwise, ranking, reference_free
+from alignment.losses import group
 from alignment.losses._utils import sum_and_count
 from alignment.losses.registry import ObjectiveSpec, get, names, register, spec

@@ -24,6 +24,11 @@ _BATCH_INPUTS = {"lengths": "response_lengths"}
 REFERENCE_MODES = ("cache", "forward", "lora", "none")
 
 
+def _identity_policy(params, frozen):
+  del frozen
+  return params
+
+
 def sft_loss(logp_fn: LogpFn) -> Callable:
   """Token-mean negative log-likelihood of the completion tokens, as `(Σ −log p, #tokens)`."""
 
@@ -62,6 +67,7 @@ def preference_loss(
     reference: str = "cache",
     hyper_parameters: Mapping[str, Any] | None = None,
     ref_logp_fn: LogpFn | None = None,
+    policy_params: Callable[[Any, Any], Any] = _identity_policy,
 ) -> Callable:
   """The loss of registered objective `name` over a batch (docs/interfaces.md §2).
 
@@ -70,9 +76,12 @@ def preference_loss(
     logp_fn: policy log-probs `(params, batch) -> (logps [B, K], counts [B, K])`.
     reference: where reference log-probs come from: "cache" (`batch["ref_logps"]`, precomputed),
       "forward" (`ref_logp_fn(frozen, batch)` inside the step, frozen = reference params),
-      "lora" (the same with the LoRA base), or "none" (reference-free objectives).
+      "lora" (the same with frozen = the LoRA base: the adapters switched off), or "none"
+      (reference-free objectives).
     hyper_parameters: keyword hyper-parameters of the objective (beta, ...).
     ref_logp_fn: for "forward"/"lora": `(frozen, batch) -> (logps, counts)`.
+    policy_params: `(trainable, frozen) -> model parameters`; the identity by default, and
+      `lambda adapters, base: lora.merge(base, adapters)` with LoRA.
   """
   spec = check_objective_supported(name, reference)
   fn = spec.fn
@@ -93,7 +102,7 @@ def preference_loss(
 
   def loss_fn(params, batch, loss_state, frozen, rng):
     del rng
-    logps, _ = logp_fn(params, batch)
+    logps, _ = logp_fn(policy_params(params, frozen), batch)
     ref = reference_logps(batch, frozen)
     kwargs = dict(hyper)
     for input_name in ("lengths", *spec.extra_inputs):

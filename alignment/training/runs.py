@@ -105,16 +105,19 @@ def train_run(
     kill_after_step: Optional[int] = None,
     model_config=None,
     mesh_config=None,
+    logical_axes: Any = None,
+    export_params=lambda params: params,
 ):
   """Builds state and step, resumes from `workdir/checkpoints` if possible, trains, saves params.
 
   With `mesh_config` (`shape`: mesh axis sizes, `strategy`: "dp", "fsdp", "tp", "fsdp_tp", ...)
   and `model_config`, parameters, optimiser state, reference parameters and batches are placed on
   the mesh and the step is jitted with those explicit in/out shardings (the default mesh is all
-  devices on the data axis).
+  devices on the data axis). `logical_axes` gives the trainable tree's logical axes when it is
+  not the decoder's parameter tree (e.g. LoRA adapters); frozen arrays are the decoder's.
 
-  Returns `(state, logged_rows)`; the final parameters are also written to
-  `workdir/params.msgpack`.
+  Returns `(state, logged_rows)`; `export_params(final params)` is written to
+  `workdir/params.msgpack` (e.g. LoRA adapters merged into the base).
   """
   optimizer = optim.make_optimizer(optimizer_config)
   state = init_train_state(params, optimizer, jax.random.key(seed), loss_state)
@@ -122,17 +125,20 @@ def train_run(
   if model_config is not None:
     mesh_config = mesh_config or {"shape": {"data": -1}, "strategy": "dp"}
     mesh = parallel.make_mesh(dict(mesh_config["shape"]))
+    rules = parallel.logical_axis_rules(mesh_config["strategy"])
+    model_axes = transformer.logical_axes(model_config)
     params_sharding = parallel.param_shardings(
-        transformer.logical_axes(model_config), mesh,
-        parallel.logical_axis_rules(mesh_config["strategy"]), shapes=params,
+        logical_axes or model_axes, mesh, rules, shapes=params
     )
     state_sharding = train_state_sharding(state, params_sharding, optimizer, mesh)
     state = jax.device_put(state, state_sharding)
+    frozen_sharding = None
     if frozen is not None:
-      frozen = jax.device_put(frozen, params_sharding)
+      frozen_sharding = parallel.param_shardings(model_axes, mesh, rules, shapes=frozen)
+      frozen = jax.device_put(frozen, frozen_sharding)
     shardings = dict(
         state_sharding=state_sharding, batch_sharding=parallel.batch_sharding(mesh),
-        frozen_sharding=None if frozen is None else params_sharding,
+        frozen_sharding=frozen_sharding,
     )
     to_device = lambda batch: parallel.shard_batch(batch, mesh)
   checkpointer = Checkpointer(
@@ -153,7 +159,7 @@ def train_run(
   finally:
     writer.close()
     checkpointer.close()
-  setup.save_params(state.params, workdir)
+  setup.save_params(export_params(state.params), workdir)
   return state, rows
 
 

@@ -74,6 +74,9 @@ def get_config():
           log_every=25,
           checkpoint_every=100,
           keep_checkpoints=2,
+          # LoRA: rank > 0 trains adapters only; the frozen base is then the reference model.
+          lora=ml_collections.ConfigDict(
+              dict(rank=0, alpha=16.0, targets=("q", "k", "v", "o", "gate", "up", "down"))),
           curriculum="",  # "rank" or "gap": Curry-DPO stages of pairs (pairwise objectives)
           curriculum_iterative=True,
           kill_after_step=-1,

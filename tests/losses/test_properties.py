@@ -32,8 +32,15 @@ EXTRA_INPUTS = {
     "token_ref_logps": "tokens",
     "step_ids": "step_ids",
     "hidden_states": "hidden",
+    # Group objectives (§5): a completion mask makes logps/ref_logps token-level [B, K, T].
+    "mask": "completion_mask",
+    "old_logps": "like_logps",
+    "online_logps": "list",
+    "online_ref_logps": "list",
+    "preference_scores": "pair_table",
+    "prev_win_probs": "probs",
 }
-REQUIRED_HYPER_PARAMETERS = {"delta": 1.0, "reg_weight": 0.1}
+REQUIRED_HYPER_PARAMETERS = {"delta": 1.0, "reg_weight": 0.1, "beta": 0.1, "kl_weight": 0.5}
 INPUT_NAMES = ("logps", "ref_logps", "labels", "lengths", "where", "weights", "state", "mse")
 
 
@@ -55,7 +62,9 @@ def make_inputs(name, *, seed=0, scale=20.0, tie=False):
   rng = np.random.default_rng(seed)
   draw = lambda *shape: jnp.asarray(-(0.5 + 0.5 * rng.random((B, k) + shape)) * scale,
                                     jnp.float32)
-  logps, ref = draw(), draw()
+  token_level = "mask" in spec.extra_inputs
+  draw_logps = (lambda: draw(T) / T) if token_level else draw
+  logps, ref = draw_logps(), draw_logps()
   if tie:  # policy = reference and chosen = rejected: every margin is 0
     logps = ref = jnp.full((B, k), -scale / 2, jnp.float32)
   if next(iter(params)) == "mse":
@@ -75,6 +84,14 @@ def make_inputs(name, *, seed=0, scale=20.0, tie=False):
       kwargs[extra] = jnp.broadcast_to(jnp.array([0, 1, 1, 2, 2]), (B, k, T))
     elif kind == "hidden":
       kwargs[extra] = jnp.asarray(rng.normal(size=(B, k, T, D)), jnp.float32)
+    elif kind == "completion_mask":  # ragged completions: the last token of list item 0 is pad
+      kwargs[extra] = jnp.ones((B, k, T), bool).at[:, 0, -1].set(False)
+    elif kind == "like_logps":
+      kwargs[extra] = draw_logps()
+    elif kind == "pair_table":
+      kwargs[extra] = jnp.asarray(rng.normal(size=(B, k, k)), jnp.float32)
+    elif kind == "probs":
+      kwargs[extra] = jnp.asarray(rng.random((B, k)), jnp.float32)
   for param in params.values():
     if (param.kind == param.KEYWORD_ONLY and param.default is param.empty
         and param.name not in INPUT_NAMES and param.name not in EXTRA_INPUTS):
@@ -82,7 +99,10 @@ def make_inputs(name, *, seed=0, scale=20.0, tie=False):
   if spec.stateful:
     kwargs["state"] = spec.init_state()
   ref_logps = ref if spec.needs_reference else None
-  return (logps, ref_logps, _labels(spec, k)), kwargs
+  labels = _labels(spec, k)
+  if list(params)[2] == "rewards_per_func":  # F = 2 reward heads per completion
+    labels = jnp.stack([labels, labels[:, ::-1]], axis=-1)
+  return (logps, ref_logps, labels), kwargs
 
 
 def _split(kwargs):

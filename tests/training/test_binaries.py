@@ -190,3 +190,30 @@ def test_training_on_four_simulated_devices_matches_one(prepared, tmp_path, stra
   b = jax.tree.leaves(flax.serialization.msgpack_restore(_params_bytes(sharded)))
   for x, y in zip(a, b):
     np.testing.assert_allclose(x, y, atol=2e-5, rtol=0)
+
+
+def test_lora_trains_adapters_only_with_the_base_as_reference(prepared, tmp_path):
+  """reference='lora': only adapted projections move; the export is the merged decoder."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+
+  from alignment.training import runs, setup  # pylint: disable=import-outside-toplevel
+
+  _, config, _ = prepared
+  config = config.copy_and_resolve_references()
+  config.train.lora.rank, config.train.reference, config.train.num_steps = 4, "lora", 5
+  workdir = str(tmp_path / "lora")
+  merged = train.run(config, workdir)
+  _, model_config = runs.task_and_model(config)
+  base = setup.load_params(runs.init_model(model_config, 0), config.train.init)
+  delta = jax.tree.map(lambda a, b: float(np.abs(np.asarray(a) - np.asarray(b)).max()),
+                       merged, base)
+  flat = {"/".join(str(k.key) for k in path): v
+          for path, v in jax.tree_util.tree_flatten_with_path(delta)[0]}
+  assert flat["embed/embedding"] == 0.0 and flat["final_norm/scale"] == 0.0
+  assert flat["layers_0/attn/q/kernel"] > 0.0  # adapted projections moved
+  # The exported parameters are the merged model, loadable as a plain decoder.
+  exported = setup.load_params(runs.init_model(model_config, 0), workdir)
+  for a, b in zip(jax.tree.leaves(exported), jax.tree.leaves(merged)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  assert [r["step"] for r in logs.read_metrics(workdir)] == [5]

@@ -12,3 +12,15 @@ CONFIG = config_flags.DEFINE_config_file(
 )
 WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and reports.")
 flags.mark_flag_as_required("workdir")
+
+
+def run_main(run_fn) -> None:
+  """`app.run` of a binary whose body is `run_fn(config, workdir)` (warnings-only logging)."""
+  from absl import app, logging  # pylint: disable=import-outside-toplevel
+
+  def main(argv):
+    del argv
+    logging.set_verbosity(logging.WARNING)
+    run_fn(CONFIG.value, WORKDIR.value)
+
+  app.run(main)

@@ -16,7 +16,6 @@ import json
 import os
 import time
 
-from absl import app, logging
 
 from alignment.training import logs
 from experiments import _flags, evaluate, make_preferences, sft, train
@@ -103,11 +102,5 @@ def run(config, workdir: str) -> dict:
   return report
 
 
-def main(argv):
-  del argv
-  logging.set_verbosity(logging.WARNING)
-  run(_flags.CONFIG.value, _flags.WORKDIR.value)
-
-
 if __name__ == "__main__":
-  app.run(main)
+  _flags.run_main(run)

@@ -17,7 +17,6 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, logging
 
 from alignment import metrics
 from alignment.training import generation, runs, setup
@@ -109,11 +108,5 @@ def run(config, workdir: str, *, policy: str | None = None, reference: str | Non
   return summary
 
 
-def main(argv):
-  del argv
-  logging.set_verbosity(logging.WARNING)
-  run(_flags.CONFIG.value, _flags.WORKDIR.value)
-
-
 if __name__ == "__main__":
-  app.run(main)
+  _flags.run_main(run)

@@ -13,7 +13,6 @@ import os
 
 import jax
 import numpy as np
-from absl import app, logging
 
 from alignment.training import generation, runs, setup
 from experiments import _flags
@@ -62,11 +61,5 @@ def run(config, workdir: str, *, policy: str | None = None, split: str = "train"
   return records
 
 
-def main(argv):
-  del argv
-  logging.set_verbosity(logging.WARNING)
-  run(_flags.CONFIG.value, _flags.WORKDIR.value)
-
-
 if __name__ == "__main__":
-  app.run(main)
+  _flags.run_main(run)

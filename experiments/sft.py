@@ -8,7 +8,6 @@ Writes `workdir/params.msgpack` (the SFT policy, also the reference of later sta
 
 from __future__ import annotations
 
-from absl import app
 
 from alignment.training import objective, runs, setup
 from experiments import _flags
@@ -39,10 +38,5 @@ def run(config, workdir: str):
   return state.params
 
 
-def main(argv):
-  del argv
-  run(_flags.CONFIG.value, _flags.WORKDIR.value)
-
-
 if __name__ == "__main__":
-  app.run(main)
+  _flags.run_main(run)

@@ -13,7 +13,6 @@ import json
 import os
 
 import jax
-from absl import app, logging
 
 from alignment.data import formats
 from alignment.losses import listwise
@@ -149,11 +148,5 @@ def run(config, workdir: str, *, init: str | None = None, data: str | None = Non
   return params
 
 
-def main(argv):
-  del argv
-  logging.set_verbosity(logging.WARNING)
-  run(_flags.CONFIG.value, _flags.WORKDIR.value)
-
-
 if __name__ == "__main__":
-  app.run(main)
+  _flags.run_main(run)

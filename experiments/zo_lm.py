@@ -319,6 +319,10 @@ def run(config_or_args: Any, workdir: str, *, input_stream: Optional[TextIO] = N
         task, repeated_prompts(train_prompts, zc.samples_per_prompt), k=zc.k)
     seeds = [config.seed + s for s in range(zc.seeds)]
   out = output_stream or sys.stdout
+  if zc.interactive:
+    out.write(f"Each candidate is one line of responses ('prompt response | ...') of the "
+              f"{task.name!r} policy under a different logit bias; rank them by the quality "
+              f"of their responses ({zc.rounds} rounds).\n")
 
   curves, biases = [], []
   for seed in seeds:

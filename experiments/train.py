@@ -18,7 +18,7 @@ from alignment.data import formats
 from alignment.losses import listwise
 from alignment.models import lora, transformer
 from alignment.training import objective, runs, setup
-from experiments import _flags
+from experiments import _flags, make_preferences
 
 
 def read_preferences(path: str, workdir: str) -> tuple[list[dict], dict]:
@@ -33,8 +33,11 @@ def read_preferences(path: str, workdir: str) -> tuple[list[dict], dict]:
 
 
 def _train_stage(config, workdir, *, task, model_config, records, init_params, num_steps,
-                 list_size, shuffle=True):
-  """One run of `config.loss` on `records` from `init_params`, which is also the reference."""
+                 list_size, shuffle=True, reference_params=None):
+  """One run of `config.loss` on `records` from `init_params`.
+
+  The reference model is `reference_params` (default: `init_params`; with LoRA, the base).
+  """
   cfg = config.train
   os.makedirs(workdir, exist_ok=True)
   spec = objective.check_objective_supported(config.loss.name, cfg.reference)
@@ -43,10 +46,14 @@ def _train_stage(config, workdir, *, task, model_config, records, init_params, n
   use_lora = cfg.lora.rank > 0
   if cfg.reference == "lora" and not use_lora:
     raise ValueError("train.reference='lora' needs train.lora.rank > 0.")
+  reference_params = init_params if reference_params is None else reference_params
   lora_kwargs, policy_kwargs, params, frozen = {}, {}, init_params, None
   if spec.needs_reference and cfg.reference in ("forward", "lora"):
-    frozen = init_params
+    frozen = reference_params
   if use_lora:
+    if reference_params is not init_params:
+      raise ValueError("LoRA trains one stage from its base; it cannot be combined with "
+                       "train.curriculum or train.online_rounds.")
     # The base is frozen and is the reference model: no second copy of the weights.
     params = lora.init_lora(
         init_params, jax.random.key(config.seed + 1), rank=cfg.lora.rank, alpha=cfg.lora.alpha,
@@ -64,7 +71,7 @@ def _train_stage(config, workdir, *, task, model_config, records, init_params, n
   )
   if cfg.reference == "cache" and spec.needs_reference:
     records = runs.attach_reference_logps(
-        records, task, logp_fn, init_params, list_size=list_size,
+        records, task, logp_fn, reference_params, list_size=list_size,
         batch_size=config.evaluate.batch_size, cache_dir=os.path.join(workdir, "ref_cache"),
     )
   iterator = runs.batches(
@@ -107,43 +114,60 @@ def curriculum_stages(records: list[dict], by: str) -> list[list[dict]]:
 
 
 def run(config, workdir: str, *, init: str | None = None, data: str | None = None):
-  """Trains the policy on preference lists (or a Curry-DPO curriculum); returns its parameters.
+  """Trains the policy on preference lists; returns its parameters.
 
-  With `train.curriculum` = "rank" or "gap", the lists become Curry-DPO pair stages trained in
-  order (easy to hard, not shuffled), `train.num_steps` split evenly between them; with
-  `train.curriculum_iterative` (default) each stage starts from, and uses as its reference, the
-  model of the previous stage (reference log-probs are recomputed), else every stage uses the
-  initial reference.
+  Three schedules, all starting from `train.init` (the SFT policy, the first reference):
+  - offline (default): `train.num_steps` steps on `train.data`;
+  - Curry-DPO (`train.curriculum` = "rank" or "gap"): the lists become pair stages trained in
+    order (easy to hard, not shuffled), `num_steps` split evenly between them;
+  - online (`train.online_rounds` = N > 0): N rounds, each sampling and rating fresh lists from
+    the current policy (`experiments.make_preferences`) and training `num_steps / N` steps on
+    them (`train.data` is not used).
+  Between stages or rounds the model carries over; with `train.refresh_reference` (default) it
+  also becomes the next reference (reference log-probs are recomputed), else the first
+  reference stays.
   """
   cfg = config.train
   os.makedirs(workdir, exist_ok=True)
   task, model_config = runs.task_and_model(config)
   spec = objective.check_objective_supported(config.loss.name, cfg.reference)
-  records, _ = read_preferences(data or cfg.data, workdir)
   init_params = setup.load_params(runs.init_model(model_config, config.seed), init or cfg.init)
   stage_kwargs = dict(task=task, model_config=model_config)
-  if not cfg.curriculum:
-    list_size = max(len(r["responses"]) for r in records)
+  if cfg.online_rounds > 0:
+    if cfg.curriculum:
+      raise ValueError("train.online_rounds and train.curriculum cannot be combined.")
+    stages = [None] * cfg.online_rounds
+  else:
+    records, _ = read_preferences(data or cfg.data, workdir)
+    if cfg.curriculum:
+      if spec.family != "pairwise":
+        raise ValueError(f"train.curriculum builds pairs; {config.loss.name!r} is not pairwise.")
+      stages = curriculum_stages(records, cfg.curriculum)
+    else:
+      stages = [records]
+  steps = max(cfg.num_steps // max(len(stages), 1), 1)
+  params = reference = init_params
+  for i, stage_records in enumerate(stages):
+    stage_dir = workdir if len(stages) == 1 else os.path.join(workdir, f"stage_{i}")
+    if stage_records is None:  # online: fresh preferences from the current policy
+      policy_dir = init or cfg.init if i == 0 else os.path.join(workdir, f"stage_{i - 1}")
+      make_preferences.run(
+          config, os.path.join(stage_dir, "preferences"), policy=policy_dir, seed_offset=i)
+      stage_records, _ = read_preferences(
+          os.path.join(stage_dir, "preferences", make_preferences.DATA_FILE), stage_dir)
+    list_size = max(len(r["responses"]) for r in stage_records)
     if spec.family == "pairwise" and list_size != 2:
       raise ValueError(
           f"Objective {config.loss.name!r} is pairwise but the data has lists of up to "
           f"{list_size} responses; use a listwise objective or train.curriculum='rank'."
       )
-    params = _train_stage(config, workdir, records=records, init_params=init_params,
-                          num_steps=cfg.num_steps, list_size=list_size, **stage_kwargs)
-  else:
-    if spec.family == "listwise":
-      raise ValueError(f"train.curriculum builds pairs; {config.loss.name!r} is listwise.")
-    stages = curriculum_stages(records, cfg.curriculum)
-    steps = max(cfg.num_steps // max(len(stages), 1), 1)
-    params = reference = init_params
-    for i, stage_records in enumerate(stages):
-      params = _train_stage(
-          config, os.path.join(workdir, f"stage_{i}"), records=stage_records,
-          init_params=reference if cfg.curriculum_iterative else init_params,
-          num_steps=steps, list_size=2, shuffle=False, **stage_kwargs)
-      if cfg.curriculum_iterative:
-        reference = params
+    params = _train_stage(
+        config, stage_dir, records=stage_records, init_params=params,
+        reference_params=reference, num_steps=steps if len(stages) > 1 else cfg.num_steps,
+        list_size=list_size, shuffle=not cfg.curriculum, **stage_kwargs)
+    if cfg.refresh_reference:
+      reference = params
+  if len(stages) > 1:
     setup.save_params(params, workdir)
   return params
 

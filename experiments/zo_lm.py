@@ -329,15 +329,18 @@ def run(config_or_args: Any, workdir: str, *, input_stream: Optional[TextIO] = N
     eval_key = jax.random.fold_in(jax.random.key(seed), 1)  # fixed over rounds: paired curve
 
     def on_round(t, row, seed=seed):
+      attributes = ", ".join(f"{name} {value:.3f}" for name, value in row.items()
+                             if name != "reward")
       out.write(f"[zo_lm] seed {seed} round {t}: held-out reward {row['reward']:.3f} "
-                f"(correctness {row['correctness']:.3f}, harmlessness "
-                f"{row['harmlessness']:.3f})\n")
+                f"({attributes})\n")
       out.flush()
 
+    def evaluate(bias, key=eval_key):
+      return evaluate_bias(evaluate_respond, task, eval_prompts, bias, key)
+
     bias, rows = optimise_bias(
-        opt, oracle, lambda b, k=eval_key: evaluate_bias(evaluate_respond, task, eval_prompts, b, k),
-        model_config.vocab_size, jax.random.fold_in(jax.random.key(seed), 0), zc.rounds,
-        on_round=on_round)
+        opt, oracle, evaluate, model_config.vocab_size,
+        jax.random.fold_in(jax.random.key(seed), 0), zc.rounds, on_round=on_round)
     curves.append(rows)
     biases.append(np.asarray(bias))
 

@@ -16,7 +16,7 @@ INFRASTRUCTURE = ("alignment.models", "alignment.data", "alignment.training", "a
 
 _PROBE = """
 import json, sys
-import alignment.losses, alignment.scores, alignment.metrics
+import alignment.losses, alignment.scores, alignment.metrics, alignment.rewards
 print(json.dumps(sorted(sys.modules)))
 """
 
@@ -42,7 +42,7 @@ def test_pure_core_imports_no_heavy_or_infrastructure_modules():
   result = _run(["-c", _PROBE])
   assert result.returncode == 0, result.stderr
   modules = json.loads(result.stdout.strip().splitlines()[-1])
-  assert "alignment.metrics" in modules
+  assert "alignment.metrics" in modules and "alignment.rewards" in modules
   assert _imported(modules, HEAVY) == [], "the pure core must not import heavy frameworks"
   assert _imported(modules, INFRASTRUCTURE) == [], "the pure core must not import infrastructure"
 

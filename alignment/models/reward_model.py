@@ -62,11 +62,6 @@ def init_reward_params(config: ModelConfig, key: Array, *, num_heads: int = 1) -
   return {"backbone": backbone, "head": head}
 
 
-def num_heads_of(params: Params) -> int:
-  """A, the number of reward heads of `params`."""
-  return int(params["head"]["bias"].shape[-1])
-
-
 def logical_axes(config: ModelConfig) -> Params:
   """The parameter tree with each leaf replaced by its logical axis names (for sharding rules)."""
   backbone = backbone_from_decoder(transformer.logical_axes(config))

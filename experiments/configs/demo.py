@@ -78,7 +78,8 @@ def get_config():
           lora=ml_collections.ConfigDict(
               dict(rank=0, alpha=16.0, targets=("q", "k", "v", "o", "gate", "up", "down"))),
           curriculum="",  # "rank" or "gap": Curry-DPO stages of pairs (pairwise objectives)
-          curriculum_iterative=True,
+          online_rounds=0,  # N > 0: N rounds of sampling from the current policy, then training
+          refresh_reference=True,  # between stages/rounds the trained model becomes the reference
           kill_after_step=-1,
       )
   )

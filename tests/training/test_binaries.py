@@ -217,3 +217,20 @@ def test_lora_trains_adapters_only_with_the_base_as_reference(prepared, tmp_path
   for a, b in zip(jax.tree.leaves(exported), jax.tree.leaves(merged)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   assert [r["step"] for r in logs.read_metrics(workdir)] == [5]
+
+
+def test_online_rounds_sample_from_the_current_policy(prepared, tmp_path):
+  _, config, _ = prepared
+  config = config.copy_and_resolve_references()
+  config.train.online_rounds, config.train.num_steps = 2, 4
+  workdir = str(tmp_path / "online")
+  train.run(config, workdir)
+  for i in (0, 1):
+    stage = os.path.join(workdir, f"stage_{i}")
+    assert os.path.exists(os.path.join(stage, "preferences", make_preferences.DATA_FILE))
+    assert [r["step"] for r in logs.read_metrics(stage)] == [2]
+  # Round 1's lists were sampled from round 0's policy, not from the SFT policy.
+  first = open(os.path.join(workdir, "stage_0", "preferences", make_preferences.DATA_FILE)).read()
+  second = open(os.path.join(workdir, "stage_1", "preferences", make_preferences.DATA_FILE)).read()
+  assert first != second
+  assert _params_bytes(workdir) == _params_bytes(os.path.join(workdir, "stage_1"))

@@ -11,14 +11,14 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
-from alignment.training import reward_training
+from alignment.models import reward_model
+from alignment.training import reward_training, runs
 from alignment.training.step import init_train_state, make_train_step
 from experiments import reward_model as reward_model_binary
 from experiments.configs import reward_model as reward_model_config
-
-import optax
 
 
 def _identity_score(params, batch):
@@ -308,9 +308,6 @@ def test_multi_head_reward_model_learns_each_attribute(tmp_path):
 def test_train_step_updates_only_through_valid_slots():
   """One real step: a padded slot's content does not change the update."""
   config = _tiny_config()
-  from alignment.training import runs  # pylint: disable=import-outside-toplevel
-  from alignment.models import reward_model  # pylint: disable=import-outside-toplevel
-
   task, model_config = runs.task_and_model(config)
   prompts = task.prompts("train", 4, seed=0)
   responses = [["0123", "3210", "99"]] * 4

@@ -1,0 +1,142 @@
+"""Smoke test of `python -m benchmarks.run --quick` and checks of the benchmark helpers.
+
+No timing assertions (shared machines are noisy): the run must produce a well-formed table and
+JSON file, and the benchmarks' own agreement checks (our losses against rax and TRL's formulas,
+our DPO step's losses against the PyTorch/transformers step) must pass. Peers that are not
+installed give rows without a peer value.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+
+import numpy as np
+import pytest
+
+from benchmarks import dpo_step
+from benchmarks import listwise_cost
+from benchmarks import run
+
+_HAS_TORCH = importlib.util.find_spec("torch") is not None
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+  out = tmp_path_factory.mktemp("bench")
+  rows = run.main(["--quick", f"--out={out}", "--cases=" + ",".join(run.CASES)])
+  with open(out / "results.json") as f:
+    results = json.load(f)
+  return rows, results, (out / "results.md").read_text()
+
+
+def test_quick_run_covers_every_case_with_well_formed_rows(quick_run):
+  rows, results, _ = quick_run
+  assert {r.case for r in rows} == set(run.CASES)
+  assert set(results["case_seconds"]) == set(run.CASES)
+  assert len(results["rows"]) == len(rows)
+  for r in results["rows"]:
+    assert set(r) == {"case", "configuration", "ours_label", "ours", "peer_label", "peer",
+                      "ratio", "unit", "device"}
+    assert r["configuration"] and r["unit"] and r["device"] and r["peer_label"]
+    if r["peer"] is None:
+      assert r["ratio"] is None
+      assert "not installed" in r["peer_label"] or "tunix" in r["peer_label"]
+    else:
+      assert r["ours"] > 0 and r["peer"] > 0
+      assert math.isclose(r["ratio"], r["ours"] / r["peer"], rel_tol=1e-12)
+
+
+def test_quick_run_markdown_has_one_line_per_row_and_the_command(quick_run):
+  rows, results, text = quick_run
+  lines = text.splitlines()
+  assert lines[0].startswith("Produced by `python -m benchmarks.run --quick")
+  table = [l for l in lines if l.startswith("| ") and not l.startswith("| case ")]
+  assert len(table) == len(rows)
+  assert results["command"].startswith("python -m benchmarks.run --quick")
+
+
+def test_quick_run_peers(quick_run):
+  rows, _, _ = quick_run
+  by_case = lambda case: [r for r in rows if r.case == case]
+  # Chunked log-probs need less XLA memory than naive ones; the listwise step with prefix sharing
+  # processes fewer tokens, hence fewer FLOPs, than the same data as pairs (both deterministic).
+  assert all(r.ratio < 1 for r in by_case("memory"))
+  assert [r.ratio < 1 for r in by_case("listwise") if r.unit.startswith("GFLOP")] == [True]
+  assert 0 < by_case("mfu")[0].ratio
+  peers = [r.peer_label for r in by_case("objectives")]
+  if _HAS_TORCH:
+    assert sum("TRL" in p for p in peers) == len(__import__(
+        "benchmarks.torch_objectives").torch_objectives.CASES)
+    assert any(r.peer is not None for r in by_case("dpo_step"))
+  else:
+    assert any("not installed" in p for p in peers)
+
+
+def test_parse_cases_rejects_unknown_names():
+  assert run.parse_cases("mfu, data") == ["mfu", "data"]
+  with pytest.raises(ValueError, match="unknown.*known: objectives"):
+    run.parse_cases("mfu,nope")
+  with pytest.raises(ValueError):
+    run.parse_cases(",")
+
+
+def test_markdown_ratio_and_missing_peer():
+  rows = [run.Row("c", "cfg", "a", 2.0, "b", 8.0, "ms", "dev"),
+          run.Row("c", "cfg", "a", 2.0, "not installed: x", None, "ms", "dev")]
+  text = run.markdown(rows, "python -m benchmarks.run")
+  assert "| c | cfg | 2 (a) | 8 (b) | 0.25 | ms | dev |" in text  # 2 / 8 = 0.25
+  assert "| c | cfg | 2 (a) | — (not installed: x) | — | ms | dev |" in text
+
+
+def test_dpo_batch_layout():
+  batch = dpo_step.make_batch(50, pairs=3, length=8)
+  assert batch["tokens"].shape == (3, 2, 8)
+  # Prompt = first 8 // 4 = 2 tokens, shared by chosen and rejected; completion = the other 6.
+  np.testing.assert_array_equal(batch["tokens"][:, 0, :2], batch["tokens"][:, 1, :2])
+  np.testing.assert_array_equal(batch["completion_mask"].sum(-1), np.full((3, 2), 6))
+  np.testing.assert_array_equal(batch["response_lengths"], np.full((3, 2), 6))
+  assert batch["tokens"].min() >= 1 and batch["tokens"].max() < 50
+
+
+def test_listwise_and_pairwise_data_hold_the_same_preferences():
+  k, p, r = 4, 3, 2
+  listwise, pairwise = listwise_cost.make_data(100, prompts=2, k=k, prompt_length=p,
+                                               response_length=r)
+  assert pairwise["tokens"].shape == (2 * 6, 2, p + r)  # K(K-1)/2 = 6 pairs per prompt
+  seen = set()
+  for n in range(12):
+    b = n // 6
+    np.testing.assert_array_equal(pairwise["tokens"][n, :, :p],
+                                  np.stack([listwise["prompt_tokens"][b]] * 2))
+    slots = []
+    for j in range(2):
+      match = [s for s in range(k)
+               if np.array_equal(listwise["response_tokens"][b, s], pairwise["tokens"][n, j, p:])]
+      assert len(match) == 1
+      slots.append(match[0])
+      assert pairwise["ref_logps"][n, j] == listwise["ref_logps"][b, match[0]]
+    # Slot 0 is the better-graded response.
+    assert listwise["labels"][b, slots[0]] > listwise["labels"][b, slots[1]]
+    seen.add((b, frozenset(slots)))
+  assert len(seen) == 12  # every unordered pair exactly once
+
+
+@pytest.mark.skipif(not _HAS_TORCH, reason="torch (bench extra) not installed")
+def test_trl_formulas_match_ours_on_a_hand_worked_pair():
+  import torch  # pylint: disable=g-import-not-at-top
+  from benchmarks import torch_objectives  # pylint: disable=g-import-not-at-top
+  t = lambda x: torch.tensor([x], dtype=torch.float64)
+  # h = (-1 - -3) - (-2 - -2) = 2; β h = 0.2; sigmoid: -log σ(0.2) = log(1 + e^-0.2) = 0.598139.
+  value = torch_objectives.trl_loss("sigmoid", t(-1.0), t(-3.0), t(-2.0), t(-2.0), beta=0.1)
+  assert math.isclose(float(value), math.log1p(math.exp(-0.2)), rel_tol=1e-12)
+  # hinge: max(0, 1 - 0.2) = 0.8; ipo with lengths (2, 4): h = (-1/2 - -3/4) - (-2/2 - -2/4)
+  # = 0.25 + 0.5 = 0.75, (0.75 - 5)^2 = 18.0625.
+  assert math.isclose(float(torch_objectives.trl_loss(
+      "hinge", t(-1.0), t(-3.0), t(-2.0), t(-2.0), beta=0.1)), 0.8, rel_tol=1e-12)
+  assert math.isclose(float(torch_objectives.trl_loss(
+      "ipo", t(-1.0), t(-3.0), t(-2.0), t(-2.0), beta=0.1, chosen_lengths=t(2.0),
+      rejected_lengths=t(4.0))), 18.0625, rel_tol=1e-12)
+  with pytest.raises(ValueError, match="unknown loss_type"):
+    torch_objectives.trl_loss("nope", t(0.0), t(0.0), t(0.0), t(0.0), beta=0.1)

@@ -96,25 +96,12 @@ def objectives_tour() -> nbformat.NotebookNode:
               ## 1. Every objective on toy arrays
 
               `losses.spec(name)` says what an objective needs (a reference, completion lengths,
-              extra inputs such as KTO's `kl_logps`, state). The factory below builds toy inputs
-              from the spec alone: B = 4 lists of K = 2 responses (K = 4 for listwise objectives),
-              chosen first, labels `linspace(1, 0, K)`.
+              extra inputs such as KTO's `kl_logps`, state). `alignment.losses.examples` builds toy
+              inputs from the spec alone: B = 3 lists of K = 2 responses (K = 4 for listwise
+              objectives), chosen first, labels `linspace(1, 0, K)`.
           """),
           _code("""
-              B, T, D = 4, 5, 3  # lists, tokens per response (token-level inputs), hidden width
-              # Extra keyword inputs named in `spec.extra_inputs`, by kind (shape after [B, K]).
-              EXTRA_INPUTS = {
-                  "kl_logps": "list", "kl_ref_logps": "list",                # [B, K]
-                  "online_logps": "list", "online_ref_logps": "list",
-                  "rationale_logps": "pair", "target_logps": "pair",         # [B]
-                  "token_logps": "tokens", "token_ref_logps": "tokens",      # [B, K, T]
-                  "step_ids": "step_ids", "hidden_states": "hidden",         # [B, K, T(, D)]
-                  "mask": "completion_mask",  # group objectives: token-level logps [B, K, T]
-                  "old_logps": "like_logps", "preference_scores": "pair_table",  # [B, K, K]
-                  "prev_win_probs": "probs",
-              }
-              # Hyper-parameters some objectives take without a default.
-              REQUIRED_HYPER_PARAMETERS = {"delta": 1.0, "reg_weight": 0.1, "beta": 0.1, "kl_weight": 0.5}
+              from alignment.losses.examples import REQUIRED_HYPER_PARAMETERS, example_inputs
 
 
               def toy_inputs(name, seed=0):
@@ -123,45 +110,7 @@ def objectives_tour() -> nbformat.NotebookNode:
                 `labels` is the third positional input: graded labels, or the rewards, advantages
                 or win probabilities of the group objectives (all in [0, 1] here).
                 \"\"\"
-                spec = losses.spec(name)
-                params = inspect.signature(spec.fn).parameters
-                k = 4 if spec.family == "listwise" else 2
-                rng = np.random.default_rng(seed)
-                draw = lambda *shape: jnp.asarray(-rng.uniform(5.0, 15.0, (B, k) + shape), jnp.float32)
-                token_level = "mask" in spec.extra_inputs
-                draw_logps = (lambda: draw(T) / T) if token_level else draw
-                logps, ref_logps = draw_logps(), draw_logps()
-                if next(iter(params)) == "mse":  # MaPO on diffusion models takes denoising errors >= 0
-                  logps = -logps
-                kwargs = {}
-                if "lengths" in params:
-                  kwargs["lengths"] = jnp.asarray(rng.integers(3, 12, (B, k)))
-                generators = {
-                    "list": draw,
-                    "pair": lambda: draw()[:, 0],
-                    "tokens": lambda: draw(T) / T,
-                    "step_ids": lambda: jnp.broadcast_to(jnp.array([0, 1, 1, 2, 2]), (B, k, T)),
-                    "hidden": lambda: jnp.asarray(rng.normal(size=(B, k, T, D)), jnp.float32),
-                    "completion_mask": lambda: jnp.ones((B, k, T), bool).at[:, 0, -1].set(False),
-                    "like_logps": draw_logps,
-                    "pair_table": lambda: jnp.asarray(rng.normal(size=(B, k, k)), jnp.float32),
-                    "probs": lambda: jnp.asarray(rng.random((B, k)), jnp.float32),
-                }
-                for extra in spec.extra_inputs:
-                  if extra not in EXTRA_INPUTS:
-                    raise KeyError(f"{name}: no toy generator for extra input {extra!r}; add it above.")
-                  kwargs[extra] = generators[EXTRA_INPUTS[extra]]()
-                for p in params.values():
-                  if p.kind == p.KEYWORD_ONLY and p.default is p.empty and p.name not in kwargs:
-                    if p.name not in REQUIRED_HYPER_PARAMETERS:
-                      raise KeyError(f"{name}: required hyper-parameter {p.name!r} has no toy value.")
-                    kwargs[p.name] = REQUIRED_HYPER_PARAMETERS[p.name]
-                if spec.stateful:
-                  kwargs["state"] = spec.init_state()
-                labels = jnp.broadcast_to(jnp.linspace(1.0, 0.0, k), (B, k))
-                if list(params)[2] == "rewards_per_func":  # MO-GRPO: F = 2 reward functions
-                  labels = jnp.stack([labels, labels[:, ::-1]], axis=-1)
-                return (logps, ref_logps if spec.needs_reference else None, labels), kwargs
+                return example_inputs(name, seed=seed, scale=15.0)
 
 
               def loss_and_grad(name):

@@ -1,4 +1,6 @@
-"""Flags shared by every binary: `--config=experiments/configs/NAME.py` and `--workdir`."""
+"""Flags shared by every binary: `--config=experiments/configs/NAME.py`, `--workdir`, and the
+multi-host flags (`--coordinator_address`, `--num_processes`, `--process_id`; on a TPU VM slice
+or under SLURM they are detected, see `alignment.parallel.initialize`)."""
 
 import os
 
@@ -12,6 +14,11 @@ CONFIG = config_flags.DEFINE_config_file(
 )
 WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and reports.")
 flags.mark_flag_as_required("workdir")
+COORDINATOR_ADDRESS = flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0 in a multi-process run (default: from "
+    "JAX_COORDINATOR_ADDRESS, or detected on a TPU VM slice / under SLURM).")
+NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in a multi-process run.")
+PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index in [0, num_processes).")
 
 
 def run_main(run_fn) -> None:
@@ -21,6 +28,10 @@ def run_main(run_fn) -> None:
   def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
+    from alignment import parallel  # pylint: disable=import-outside-toplevel
+
+    parallel.initialize(coordinator_address=COORDINATOR_ADDRESS.value,
+                        num_processes=NUM_PROCESSES.value, process_id=PROCESS_ID.value)
     run_fn(CONFIG.value, WORKDIR.value)
 
   app.run(main)

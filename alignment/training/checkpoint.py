@@ -57,11 +57,19 @@ class Checkpointer:
     """Completed checkpoint steps, oldest first."""
     return sorted(self._manager.all_steps())
 
-  def save(self, step: int, state: Any, data_state: Optional[dict] = None, *, force=False) -> bool:
-    """Saves if the interval says so (or `force`); returns whether a checkpoint was written."""
+  def should_save(self, step: int, *, force: bool = False) -> bool:
+    """Whether `save(step, ..., force=force)` would write a checkpoint."""
     if not force and int(step) % self._interval:
       return False
-    if int(step) in self._manager.all_steps():
+    return int(step) not in self._manager.all_steps()
+
+  def save(self, step: int, state: Any, data_state: Optional[dict] = None, *, force=False) -> bool:
+    """Saves if the interval says so (or `force`); returns whether a checkpoint was written.
+
+    With several processes every one of them must call this (Orbax writes collectively: each
+    host its shards of the arrays, process 0 the metadata and `data_state`).
+    """
+    if not self.should_save(step, force=force):
       return False
     saved = self._manager.save(
         int(step),

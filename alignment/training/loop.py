@@ -12,9 +12,7 @@ import os
 import signal
 from typing import Any, Callable, Optional
 
-import jax
-import numpy as np
-
+from alignment import parallel
 from alignment.training.checkpoint import Checkpointer
 from alignment.training.logs import MetricWriter, Progress
 from alignment.training.step import TrainState
@@ -75,13 +73,15 @@ def train(
           f"the update was not applied. Last good checkpoint: step {last}."
       )
     if step % log_every == 0 or step == num_steps:
-      host = {k: float(np.asarray(v)) for k, v in jax.device_get(metrics).items()}
-      host["nonfinite_skipped"] = float(state.nonfinite)
+      # Metrics are computed on the global batch, so they are already reduced over all hosts.
+      host = {k: float(v) for k, v in parallel.to_host(metrics).items()}
+      host["nonfinite_skipped"] = float(parallel.to_host(state.nonfinite))
       writer.write(step, host)
       rows.append({"step": step, **host})
       progress.update(step, {"loss": host["loss"]}, force=step == num_steps)
-    if checkpointer is not None:
-      checkpointer.save(step, state, iterator.get_state(), force=step == num_steps)
+    if checkpointer is not None and checkpointer.should_save(step, force=step == num_steps):
+      # Collective on every host: the data state of all of them goes into the checkpoint.
+      checkpointer.save(step, state, iterator.get_state(), force=True)
     if kill_after_step is not None and step == kill_after_step:
       os.kill(os.getpid(), signal.SIGKILL)
   return state, rows

@@ -5,11 +5,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any, Optional, Sequence
 
+import grain
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 from alignment import parallel
 from alignment.data import batching
@@ -40,12 +43,22 @@ def batch_config(task, list_size: int) -> batching.BatchConfig:
 
 def batches(records: Sequence[dict], task, *, batch_size: int, list_size: int, seed: int,
             shuffle: bool = True):
-  """An endless (shuffled) checkpointable iterator of batches over canonical records."""
+  """An endless (shuffled) checkpointable iterator of batches over canonical records.
+
+  `batch_size` is the global batch: each of the `P` processes reads its `batch_size / P` rows of
+  every global batch (`parallel.process_rows`), so the global batches, and a run's trajectory,
+  do not depend on the number of hosts. The iterator's state covers every host
+  (`parallel.ProcessDataIterator`).
+  """
+  stream = grain.MapDataset.source(records)
+  if shuffle:
+    stream = stream.shuffle(seed=seed)
   dataset = pipeline.preference_dataset(
-      records, tokenizer=task.tokenizer, batch_size=batch_size,
-      config=batch_config(task, list_size), seed=seed, shuffle=shuffle,
+      parallel.process_rows(stream, batch_size), tokenizer=task.tokenizer,
+      batch_size=parallel.local_batch_size(batch_size), config=batch_config(task, list_size),
+      shuffle=False, process_index=0, process_count=1,
   )
-  return iter(dataset)
+  return parallel.ProcessDataIterator(iter(dataset), global_batch_size=batch_size)
 
 
 def fixed_batches(records: Sequence[dict], task, *, batch_size: int, list_size: int):
@@ -119,6 +132,8 @@ def train_run(
   Returns `(state, logged_rows)`; `export_params(final params)` is written to
   `workdir/params.msgpack` (e.g. LoRA adapters merged into the base).
   """
+  if jax.process_count() > 1:  # every host must start from the same seed (same PRNG streams)
+    multihost_utils.assert_equal(np.int64(seed), f"{name}: the seed differs between processes")
   optimizer = optim.make_optimizer(optimizer_config)
   state = init_train_state(params, optimizer, jax.random.key(seed), loss_state)
   shardings, to_device = {}, lambda batch: batch
@@ -131,11 +146,11 @@ def train_run(
         logical_axes or model_axes, mesh, rules, shapes=params
     )
     state_sharding = train_state_sharding(state, params_sharding, optimizer, mesh)
-    state = jax.device_put(state, state_sharding)
+    state = parallel.put_global(state, state_sharding)
     frozen_sharding = None
     if frozen is not None:
       frozen_sharding = parallel.param_shardings(model_axes, mesh, rules, shapes=frozen)
-      frozen = jax.device_put(frozen, frozen_sharding)
+      frozen = parallel.put_global(frozen, frozen_sharding)
     shardings = dict(
         state_sharding=state_sharding, batch_sharding=parallel.batch_sharding(mesh),
         frozen_sharding=frozen_sharding,
@@ -146,8 +161,11 @@ def train_run(
       save_interval_steps=checkpoint_every, max_to_keep=keep_checkpoints,
   )
   state, _ = loop.restore_or_init(checkpointer, state, iterator)
-  step_fn = make_train_step(
-      loss_fn, optimizer, accum_steps=accum_steps, on_nonfinite=on_nonfinite, **shardings
+  step_fn = _compiled_on_first_call(
+      make_train_step(
+          loss_fn, optimizer, accum_steps=accum_steps, on_nonfinite=on_nonfinite, **shardings
+      ),
+      workdir,
   )
   writer = MetricWriter(workdir)
   try:
@@ -159,8 +177,33 @@ def train_run(
   finally:
     writer.close()
     checkpointer.close()
-  setup.save_params(export_params(state.params), workdir)
+  final_params = parallel.to_host(export_params(state.params))  # collective with several hosts
+  if parallel.is_coordinator():
+    setup.save_params(final_params, workdir)
   return state, rows
+
+
+MEMORY_FILE = "memory.json"
+
+
+def _compiled_on_first_call(step_fn, workdir: str):
+  """`step_fn`, compiled ahead of time on its first call; writes XLA's per-device memory figures
+  of the step (`parallel.memory_report`) to `workdir/memory.json` (process 0) and prints them."""
+  compiled = []
+
+  def step(state, batch, frozen):
+    if not compiled:
+      compiled.append(step_fn.lower(state, batch, frozen).compile())
+      report = parallel.memory_report(compiled[0])
+      if parallel.is_coordinator():
+        with open(os.path.join(workdir, MEMORY_FILE), "w", encoding="utf-8") as f:
+          json.dump({"devices": jax.device_count(), "processes": jax.process_count(),
+                     "per_device": report}, f, indent=2)
+        print("Train step, per device: " + ", ".join(
+            f"{k} {v / 2**20:.2f} MiB" for k, v in report.items()), flush=True)
+    return compiled[0](state, batch, frozen)
+
+  return step
 
 
 def init_model(model_config, seed: int):

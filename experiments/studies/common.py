@@ -1,0 +1,247 @@
+"""Shared machinery of the studies: cached pipeline stages, aggregation over seeds, writers.
+
+A study is a grid of training runs on a synthetic task (true reward known, rater simulated).
+Each seed has one SFT policy (`experiments.sft`: the starting point, the reference model and
+the opponent of the win rate) and preference lists sampled from it once
+(`experiments.make_preferences`); every cell of the grid trains from that policy with
+`experiments.train` for the same number of gradient steps and is scored by
+`experiments.evaluate` on held-out prompts. Every stage is cached
+in the study workdir: a study that stops resumes where it stopped, and a finished cell is read
+back, not recomputed.
+
+Layout of `workdir`:
+    seed_{s}/sft/                        the SFT policy of seed s
+    seed_{s}/data_{name}/preferences.jsonl
+    seed_{s}/{run}/train/                a trained policy
+    seed_{s}/{run}/row.json              its evaluation summary (the row of the study's table)
+    {study}.json, {study}.png            the table and the plot
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Callable, Mapping, Sequence
+
+from absl import flags
+import numpy as np
+
+from alignment.training import setup
+from experiments import _flags, evaluate, make_preferences, sft, train
+
+QUICK = flags.DEFINE_bool(
+    "quick", False, "Smoke-test mode: tiny stages and one seed (minutes, not an hour).")
+
+# Metrics of a row (from `experiments.evaluate`), aggregated over seeds.
+METRICS = ("win_rate", "mean_reward", "reward_gain", "kl", "ranking_accuracy")
+
+
+def quick_config(config):
+  """A copy of `config` shrunk to a smoke test: every stage runs, each for a few steps."""
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    config.sft.update(num_demonstrations=128, batch_size=16, num_steps=20, log_every=10)
+    config.sft.optimizer.update(total_steps=20, warmup_steps=2)
+    config.preferences.update(num_prompts=32, batch_size=32)
+    config.train.update(batch_size=8, num_steps=4, log_every=2)
+    config.train.optimizer.update(total_steps=4, warmup_steps=0, schedule="constant")
+    config.evaluate.update(num_prompts=16, heldout_preferences=4, batch_size=16)
+  return config
+
+
+def with_overrides(config, *, seed: int | None = None, **sections: Mapping):
+  """A copy of `config` with `seed` and updated sections, e.g. `preferences=dict(k=2)`.
+
+  A `loss` mapping replaces the whole loss section (objectives take different
+  hyper-parameters, e.g. PRO has no β); other sections are updated field by field.
+  """
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    if seed is not None:
+      config.seed = seed
+    for section, values in sections.items():
+      if section == "loss":
+        config.loss = type(config.loss)(dict(values))
+      else:
+        config[section].update(dict(values))
+  return config
+
+
+def seed_dir(workdir: str, seed: int) -> str:
+  return os.path.join(workdir, f"seed_{seed}")
+
+
+def sft_policy(config, workdir: str) -> str:
+  """The SFT policy of `config.seed`, trained once into `seed_{s}/sft`; returns that dir."""
+  out = os.path.join(seed_dir(workdir, config.seed), "sft")
+  if not os.path.exists(os.path.join(out, setup.PARAMS_FILE)):
+    sft.run(config, out)
+  return out
+
+
+def preference_lists(config, workdir: str, name: str, *, policy: str) -> list[dict]:
+  """Lists of `config.preferences.k` responses sampled from `policy` and rated, cached by `name`.
+
+  The rater (`preferences.rater`, `rater_temperature`, `flip_rate`) is the config's. Returns the
+  listwise records `{prompt, responses, scores (rater labels), rewards (true rewards)}`.
+  """
+  out = os.path.join(seed_dir(workdir, config.seed), f"data_{name}")
+  path = os.path.join(out, make_preferences.DATA_FILE)
+  if not os.path.exists(path):
+    make_preferences.run(config, out, policy=policy)
+  with open(path, encoding="utf-8") as f:
+    return [json.loads(line) for line in f]
+
+
+def _rank_labels(labels: Sequence[float]) -> list[float]:
+  """Graded labels `#{j: ψ_j < ψ_i}`: the same order, renumbered 0..K−1 (ties share a label)."""
+  y = np.asarray(labels, np.float64)
+  return [float(v) for v in np.sum(y[None, :] < y[:, None], axis=-1)]
+
+
+def sub_lists(records: Sequence[dict], k: int) -> list[dict]:
+  """The first `k` responses of each list, with the rater's labels renumbered to 0..k−1.
+
+  Under a Plackett–Luce (or Bradley–Terry) rater the order restricted to a sub-list is itself a
+  Plackett–Luce draw over that sub-list, so the lists of every K come from one sampling and the
+  K = 2 pairs are nested in the K = 4 lists, which are nested in the K = 8 lists.
+  """
+  out = []
+  for r in records:
+    if len(r["responses"]) < k:
+      raise ValueError(f"sub_lists: a list has {len(r['responses'])} < k = {k} responses.")
+    out.append({**r, "responses": r["responses"][:k], "scores": _rank_labels(r["scores"][:k]),
+                "rewards": r["rewards"][:k]})
+  return out
+
+
+def sorted_best_first(records: Sequence[dict]) -> list[dict]:
+  """Each list reordered best to worst by its labels (stable), as PRO's loss requires."""
+  out = []
+  for r in records:
+    order = np.argsort(-np.asarray(r["scores"], np.float64), kind="stable")
+    out.append({**r, **{key: [r[key][i] for i in order] for key in ("responses", "scores",
+                                                                   "rewards")}})
+  return out
+
+
+def write_records(records: Sequence[dict], path: str) -> str:
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, "w", encoding="utf-8") as f:
+    for record in records:
+      f.write(json.dumps(record) + "\n")
+  return path
+
+
+def train_and_evaluate(config, workdir: str, run: str, *, data: str, policy: str,
+                       info: Mapping) -> dict:
+  """Trains from the SFT `policy` on `data` with `config.loss`, evaluates against `policy`.
+
+  Cached in `seed_{s}/{run}/row.json`; returns the row: `info`, the seed, the metrics of
+  `METRICS` and the seconds each stage took.
+  """
+  out = os.path.join(seed_dir(workdir, config.seed), run)
+  row_path = os.path.join(out, "row.json")
+  if os.path.exists(row_path):
+    with open(row_path, encoding="utf-8") as f:
+      return json.load(f)
+  start = time.perf_counter()
+  train.run(config, os.path.join(out, "train"), init=policy, data=data)
+  trained = time.perf_counter()
+  summary = evaluate.run(config, os.path.join(out, "eval"), policy=os.path.join(out, "train"),
+                         reference=policy)
+  reward = summary["mean_reward"]
+  row = {
+      **info,
+      "seed": config.seed,
+      "win_rate": summary["win_rate"],
+      "mean_reward": reward["policy"],
+      "reward_gain": reward["policy"] - reward["reference"],
+      "kl": summary["kl_policy_reference"],
+      "ranking_accuracy": summary["ranking_accuracy_heldout"],
+      "seconds": {"train": round(trained - start, 1),
+                  "evaluate": round(time.perf_counter() - trained, 1)},
+  }
+  with open(row_path, "w", encoding="utf-8") as f:
+    json.dump(row, f, indent=2)
+  return row
+
+
+def aggregate(rows: Sequence[dict], keys: Sequence[str],
+              metrics: Sequence[str] = METRICS) -> list[dict]:
+  """Mean and standard deviation (over seeds, ddof = 1; 0 for one seed) of each group of `keys`.
+
+  Returns one dict per group, in first-seen order: the keys, `n` (number of rows) and
+  `{metric}_mean`, `{metric}_std` for each metric.
+  """
+  groups: dict[tuple, list[dict]] = {}
+  for row in rows:
+    groups.setdefault(tuple(row[k] for k in keys), []).append(row)
+  table = []
+  for values, members in groups.items():
+    entry = dict(zip(keys, values), n=len(members))
+    for m in metrics:
+      x = np.array([r[m] for r in members], np.float64)
+      entry[f"{m}_mean"] = float(x.mean())
+      entry[f"{m}_std"] = float(x.std(ddof=1)) if len(x) > 1 else 0.0
+    table.append(entry)
+  return table
+
+
+def lookup(table: Sequence[dict], **keys) -> dict:
+  """The row of an aggregated `table` whose fields equal `keys`."""
+  hits = [r for r in table if all(r[k] == v for k, v in keys.items())]
+  if len(hits) != 1:
+    raise KeyError(f"lookup: {len(hits)} rows match {keys}.")
+  return hits[0]
+
+
+def markdown_table(table: Sequence[dict], keys: Sequence[str],
+                   metrics: Sequence[str] = METRICS) -> str:
+  """`table` as a Markdown table: the keys, then `mean ± std (n)` of each metric."""
+  lines = ["| " + " | ".join([*keys, *metrics]) + " |",
+           "|" + "---|" * (len(keys) + len(metrics))]
+  for row in table:
+    cells = [str(row[k]) for k in keys] + [
+        f"{row[f'{m}_mean']:.3f} ± {row[f'{m}_std']:.3f} ({row['n']})" for m in metrics]
+    lines.append("| " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def write_json(obj, path: str) -> str:
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  with open(path, "w", encoding="utf-8") as f:
+    json.dump(obj, f, indent=2, default=str)
+  return path
+
+
+def plot_series(table: Sequence[dict], *, x: str, series: str, metrics: Sequence[str],
+                title: str, path: str) -> str:
+  """One panel per metric: its mean ± std over seeds against `x`, one line per `series` value."""
+  import matplotlib  # pylint: disable=import-outside-toplevel
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+
+  fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 4.0), squeeze=False)
+  names = list(dict.fromkeys(r[series] for r in table))
+  for ax, metric in zip(axes[0], metrics):
+    for name in names:
+      rows = sorted((r for r in table if r[series] == name), key=lambda r: r[x])
+      ax.errorbar([r[x] for r in rows], [r[f"{metric}_mean"] for r in rows],
+                  yerr=[r[f"{metric}_std"] for r in rows], marker="o", capsize=3, label=name)
+    ax.set(xlabel=x, ylabel=metric, title=metric)
+    ax.grid(alpha=0.3)
+  axes[0][0].legend(fontsize=8)
+  fig.suptitle(title)
+  fig.tight_layout()
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return path
+
+
+def main(run_fn: Callable) -> None:
+  """Runs `run_fn(config, workdir, quick=...)` as a binary: `--config`, `--workdir`, `--quick`."""
+  _flags.run_main(lambda config, workdir: run_fn(config, workdir, quick=QUICK.value))

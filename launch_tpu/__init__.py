@@ -1,0 +1,1 @@
+"""Scripts that create Cloud TPU VMs (or GPU SLURM jobs) and run a binary on every host."""

@@ -89,7 +89,7 @@ def preference_loss(
   beta = float(hyper.get("beta", 0.1))
 
   def reference_logps(batch, frozen):
-    if not spec.needs_reference and reference == "none":
+    if not spec.needs_reference:  # reference-free: whatever the configured mode
       return None
     if reference == "cache":
       if "ref_logps" not in batch:

@@ -19,6 +19,8 @@ from benchmarks import dpo_step
 from benchmarks import listwise_cost
 from benchmarks import run
 
+pytestmark = pytest.mark.slow  # deselected by default; CI runs `pytest -m slow`
+
 _HAS_TORCH = importlib.util.find_spec("torch") is not None
 
 

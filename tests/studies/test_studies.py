@@ -13,6 +13,8 @@ import pytest
 from experiments.configs import demo
 from experiments.studies import common, lipo, noisy_labels
 
+pytestmark = pytest.mark.slow  # deselected by default; CI runs `pytest -m slow`
+
 
 def _records(scores, rewards):
   return [{"prompt": f"p{i}", "responses": [f"r{i}{j}" for j in range(len(s))],

@@ -31,7 +31,7 @@ LambdaweightFn = Callable[..., Array]
 PairLossFn = Callable[[Array], Array]
 
 
-def _pairwise_loss(
+def pairwise_loss(
     fn_name: str,
     pair_loss_fn: PairLossFn,
     scores: Array,
@@ -44,7 +44,9 @@ def _pairwise_loss(
 ) -> Array:
   """Applies `pair_loss_fn` to `s_i − s_j` on every valid pair and reduces (§0.2).
 
-  `ℓ_ij = w_i · λ_ij · f(s_i − s_j)` on pairs with `labels_i > labels_j`, both valid.
+  `ℓ_ij = w_i · λ_ij · f(s_i − s_j)` on pairs with `labels_i > labels_j`, both valid. Public so
+  that other modules build pair losses with their own `f` (e.g. `rewards.bt.bt_pairwise`);
+  `fn_name` names the caller in error messages.
   """
   scores, labels, valid, weights = _utils.prepare_list(fn_name, scores, labels, where, weights)
   mask = _utils.pair_mask(labels, valid)
@@ -104,7 +106,7 @@ def pairwise_logistic_loss(
   >>> print(pairwise_logistic_loss(jnp.array([2., 0., 1.]), jnp.array([1., 0., 0.])))
   0.22009...
   """
-  return _pairwise_loss(
+  return pairwise_loss(
       "pairwise_logistic_loss", _logistic, scores, labels, where=where, weights=weights,
       lambdaweight_fn=lambdaweight_fn, reduce_fn=reduce_fn,
   )
@@ -129,7 +131,7 @@ def pairwise_hinge_loss(
   >>> print(pairwise_hinge_loss(jnp.array([2., 0., 1.]), jnp.array([1., 0., 0.])))
   0.0
   """
-  return _pairwise_loss(
+  return pairwise_loss(
       "pairwise_hinge_loss", _hinge, scores, labels, where=where, weights=weights,
       lambdaweight_fn=lambdaweight_fn, reduce_fn=reduce_fn,
   )
@@ -157,7 +159,7 @@ def pairwise_squared_loss(
   >>> print(pairwise_squared_loss(jnp.array([2., 0., 1.]), jnp.array([1., 0., 0.])))
   0.5
   """
-  return _pairwise_loss(
+  return pairwise_loss(
       "pairwise_squared_loss", _squared, scores, labels, where=where, weights=weights,
       lambdaweight_fn=lambdaweight_fn, reduce_fn=reduce_fn,
   )
@@ -181,7 +183,7 @@ def pairwise_soft_zero_one_loss(
   >>> print(pairwise_soft_zero_one_loss(jnp.array([0., 0.]), jnp.array([1., 0.])))
   0.5
   """
-  return _pairwise_loss(
+  return pairwise_loss(
       "pairwise_soft_zero_one_loss", _soft_zero_one, scores, labels, where=where,
       weights=weights, lambdaweight_fn=lambdaweight_fn, reduce_fn=reduce_fn,
   )

@@ -73,7 +73,7 @@ def bt_pairwise(
   if margin.ndim > 0:
     _utils.check_shapes("bt_pairwise", "rewards[..., 0]", rewards[..., 0], margin=margin)
     margin = margin[..., None, None]
-  return ranking._pairwise_loss(  # pylint: disable=protected-access
+  return ranking.pairwise_loss(
       "bt_pairwise",
       lambda d: margin_logistic(d, margin=margin, temperature=temperature),
       rewards, labels, where=where, weights=weights, lambdaweight_fn=None, reduce_fn=reduce_fn,

@@ -67,6 +67,21 @@ def sum_and_count(x: Array, *, where: Optional[Array] = None) -> tuple[Array, Ar
   return jnp.sum(jnp.where(mask, x, 0.0)), jnp.sum(mask, dtype=jnp.float32)
 
 
+def as_mean_over(values, subset, valid, denominator) -> Array:
+  """Per-entry values whose mean over `valid` equals `Σ_subset values / max(denominator, 1)`.
+
+  Lets objectives made of separately reduced terms (a mean over a subset, a token mean) return
+  per-example values that obey the reduction contract of ALGORITHMS.md §0.2: entry i becomes
+  `values_i · N / max(denominator, 1)` on the subset (N = number of valid entries) and 0
+  elsewhere, so `reduce_fn=jnp.mean` gives the intended scalar, `None` gives values that sum to
+  `N` times it, and `sum_and_count` gives `(N·it, N)`.
+  """
+  subset = subset & valid
+  n_valid = jnp.sum(valid, dtype=jnp.float32)
+  scale = n_valid / jnp.maximum(f32(denominator), 1.0)
+  return jnp.where(subset, values * scale, 0.0)
+
+
 def reduce_loss(values: Array, mask: Array, reduce_fn: ReduceFn) -> Array:
   """Reduces per-entry losses over the valid entries (ALGORITHMS.md §0.2).
 

@@ -23,7 +23,6 @@ import jax.numpy as jnp
 from alignment import scores
 from alignment.losses import _utils
 from alignment.losses import pairwise
-from alignment.losses.pointwise import _as_mean_over
 from alignment.losses.registry import register
 
 Array = jax.Array
@@ -663,11 +662,11 @@ def trpa_loss(
   pair_sum = jnp.sum(jnp.where(pairs, jax.nn.softplus(-h), 0.0), axis=-1)
   n_pairs = jnp.sum(pairs, dtype=jnp.float32)
   fallback = jax.nn.softplus(jnp.where(levels == 1.0, -s, s))
-  pref = jnp.where(n_pairs > 0, _as_mean_over(pair_sum, valid, valid, n_pairs), fallback)
+  pref = jnp.where(n_pairs > 0, _utils.as_mean_over(pair_sum, valid, valid, n_pairs), fallback)
   old = _sg(lp) if old_logps is None else _token_values(old_logps, token_valid)
   k3 = jnp.where(token_valid, kl_estimate(lp, old, estimator="low_var_kl"), 0.0)
   n_tokens = jnp.sum(token_valid, dtype=jnp.float32)
-  trust = _as_mean_over(jnp.sum(k3, axis=-1), valid, valid, n_tokens)
+  trust = _utils.as_mean_over(jnp.sum(k3, axis=-1), valid, valid, n_tokens)
   return _utils.reduce_loss(pref + trust_region_coef * trust, valid, reduce_fn)
 
 
@@ -783,7 +782,7 @@ def alol_kl(
   name = "alol_kl"
   lp, a, valid, positive = _alol_prepare(name, logps, ref_logps, advantages, where)
   _utils.check_range("beta_kl", beta_kl, low=0.0, where=name)
-  values = _as_mean_over(-a * lp, positive, valid, jnp.sum(positive, dtype=jnp.float32))
+  values = _utils.as_mean_over(-a * lp, positive, valid, jnp.sum(positive, dtype=jnp.float32))
   if _need_reference(name, ref_logps, beta_kl, "beta_kl"):
     values = values + beta_kl * (lp - _masked_rows(ref_logps, valid))
   return _utils.reduce_loss(values, valid, reduce_fn)
@@ -1032,8 +1031,8 @@ def hypo(
   has_online = k > 0
   valid = pair_valid | has_online
   values = (
-      _as_mean_over(dpo_values, pair_valid, valid, jnp.sum(pair_valid, dtype=jnp.float32))
-      + kl_weight * _as_mean_over(surrogate, has_online, valid,
+      _utils.as_mean_over(dpo_values, pair_valid, valid, jnp.sum(pair_valid, dtype=jnp.float32))
+      + kl_weight * _utils.as_mean_over(surrogate, has_online, valid,
                                   jnp.sum(has_online, dtype=jnp.float32)))
   return _utils.reduce_loss(values, valid, reduce_fn)
 

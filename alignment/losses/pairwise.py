@@ -23,19 +23,14 @@ enters as `weights=scores.wpo_weights(...)`, LD-DPO (§1.17) as inputs from
 from __future__ import annotations
 
 import inspect
-from typing import Callable, NamedTuple, Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import jax
 import jax.numpy as jnp
 
 from alignment import scores
-from alignment.losses import _utils
-from alignment.losses.pointwise import (
-    RunningMoments,
-    _as_mean_over,
-    running_moments_init,
-    running_moments_update,
-)
+from alignment.losses import _pairs, _utils
+from alignment.losses.pointwise import RunningMoments, running_moments_init, running_moments_update
 from alignment.losses.registry import get, register, spec
 
 Array = jax.Array
@@ -60,84 +55,23 @@ def pair_to_list(chosen, rejected) -> tuple[Array, Array]:
 # Shared private helpers.
 
 
-class _Pairs(NamedTuple):
-  valid: Array  # [...] bool: the pair exists (strict labels, both slots valid).
-  swap: Array  # [...] bool: slot 1 is the chosen one.
-  weight: Union[Array, float]  # [...] weight of the chosen item, or 1.
-
-
-def _pairs(name, logps, labels, where, weights, **arrays) -> _Pairs:
-  """Checks the `[..., 2]` layout and the shapes; orders each pair by its labels."""
-  shape = jnp.shape(logps)
-  if len(shape) < 1 or shape[-1] != 2:
-    raise ValueError(
-        f"{name}: pairwise objectives take [..., 2] inputs (slot 0 chosen, slot 1 rejected); "
-        f"got logps of shape {shape}. Use pair_to_list(chosen, rejected)."
-    )
-  _utils.check_shapes(name, "logps", logps, labels=labels, where=where, weights=weights, **arrays)
-  if labels is None:
-    labels = jnp.asarray([1.0, 0.0], jnp.float32)
-  labels = jnp.broadcast_to(scores.as_float(labels), shape)
-  pm = _utils.pair_mask(labels, where)  # [..., 2, 2]
-  swap = pm[..., 1, 0]
-  valid = pm[..., 0, 1] | swap
-  weight = 1.0 if weights is None else _chosen_rejected(
-      jnp.broadcast_to(scores.as_float(weights), shape), swap
-  )[0]
-  return _Pairs(valid, swap, weight)
-
-
-def _chosen_rejected(x, swap) -> tuple[Array, Array]:
-  """`(x_w, x_l)`, each `[...]`, from `x [..., 2]` ordered by the labels."""
-  return jnp.where(swap, x[..., 1], x[..., 0]), jnp.where(swap, x[..., 0], x[..., 1])
-
-
-def _reduce(loss, pairs: _Pairs, reduce_fn):
-  return _utils.reduce_loss(loss * pairs.weight, pairs.valid, reduce_fn)
-
-
-def _need(name, value, what):
-  if value is None:
-    raise ValueError(f"{name}: `{what}` is required.")
-
-
 def _margin_scores(name, logps, ref_logps, lengths, pairs, fdiv, *, normalize=False, gamma=1.0):
   """`(s_w, s_l)`: f-divergence scores of the (optionally length-normalised) log-ratios.
 
   The per-slot ratio is `lp − γ·lr` (γ = 1: ρ; DPO^γ otherwise), divided by `max(n, 1)` when
   `normalize`; then `s = fdiv(ratio)`.
   """
-  _need(name, ref_logps, "ref_logps")
+  _pairs.require(name, ref_logps, "ref_logps")
   ratio = scores.dpo_gamma_log_ratio(logps, ref_logps, gamma=gamma)
   if normalize:
-    _need(name, lengths, "lengths")
+    _pairs.require(name, lengths, "lengths")
     ratio = ratio / jnp.maximum(scores.as_float(lengths), 1.0)
-  return _chosen_rejected(scores.fdiv_transform(fdiv)(ratio), pairs.swap)
+  return _pairs.chosen_rejected(scores.fdiv_transform(fdiv)(ratio), pairs.swap)
 
 
 def _raw_log_ratios(name, logps, ref_logps, pairs):
-  _need(name, ref_logps, "ref_logps")
-  return _chosen_rejected(scores.log_ratio(logps, ref_logps), pairs.swap)
-
-
-def _smoothed_logistic(z, label_smoothing):
-  """`−(1−ε)·logσ(z) − ε·logσ(−z)` (cDPO's smoothed Bradley–Terry likelihood)."""
-  return -(1.0 - label_smoothing) * _log_sigmoid(z) - label_smoothing * _log_sigmoid(-z)
-
-
-def _check_smoothing(name, value, high=0.5):
-  _utils.check_range(
-      "label_smoothing", value, low=0.0, high=high, high_inclusive=False, where=name
-  )
-
-
-def _chosen_nll(logps, lengths, pairs) -> Array:
-  """Token-mean NLL of the chosen responses, `−Σ lp_w / Σ n_w` over valid pairs, as per-pair
-  shares (`_as_mean_over`): their mean over valid pairs is that scalar."""
-  lp_w, _ = _chosen_rejected(scores.as_float(logps), pairs.swap)
-  n_w, _ = _chosen_rejected(jnp.maximum(scores.as_float(lengths), 1.0), pairs.swap)
-  tokens = jnp.sum(jnp.where(pairs.valid, n_w, 0.0))
-  return _as_mean_over(-lp_w, pairs.valid, pairs.valid, tokens)
+  _pairs.require(name, ref_logps, "ref_logps")
+  return _pairs.chosen_rejected(scores.log_ratio(logps, ref_logps), pairs.swap)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -173,10 +107,11 @@ def dpo(
   """
   name = "dpo"
   _utils.check_positive("beta", beta, where=name)
-  _check_smoothing(name, label_smoothing)
-  pairs = _pairs(name, logps, labels, where, weights, ref_logps=ref_logps)
+  _pairs.check_label_smoothing(name, label_smoothing)
+  pairs = _pairs.order_pairs(name, logps, labels, where, weights, ref_logps=ref_logps)
   s_w, s_l = _margin_scores(name, logps, ref_logps, lengths, pairs, fdiv)
-  return _reduce(_smoothed_logistic(beta * (s_w - s_l), label_smoothing), pairs, reduce_fn)
+  loss = _pairs.smoothed_logistic(beta * (s_w - s_l), label_smoothing)
+  return _pairs.reduce_pairs(loss, pairs, reduce_fn)
 
 
 def cdpo(
@@ -189,7 +124,7 @@ def cdpo(
 
   Paper: "A note on DPO with noisy preferences & relationship to IPO" (Mitchell, 2023).
   """
-  _check_smoothing("cdpo", label_smoothing)
+  _pairs.check_label_smoothing("cdpo", label_smoothing)
   return dpo(
       logps, ref_logps, labels, lengths=lengths, where=where, weights=weights, beta=beta,
       label_smoothing=label_smoothing, fdiv=fdiv, reduce_fn=reduce_fn,
@@ -210,13 +145,13 @@ def rdpo(
   """
   name = "rdpo"
   _utils.check_positive("beta", beta, where=name)
-  _check_smoothing(name, label_smoothing)
-  pairs = _pairs(name, logps, labels, where, weights, ref_logps=ref_logps)
+  _pairs.check_label_smoothing(name, label_smoothing)
+  pairs = _pairs.order_pairs(name, logps, labels, where, weights, ref_logps=ref_logps)
   s_w, s_l = _margin_scores(name, logps, ref_logps, lengths, pairs, fdiv)
   z = beta * (s_w - s_l)
   eps = label_smoothing
   loss = (-(1.0 - eps) * _log_sigmoid(z) + eps * _log_sigmoid(-z)) / (1.0 - 2.0 * eps)
-  return _reduce(loss, pairs, reduce_fn)
+  return _pairs.reduce_pairs(loss, pairs, reduce_fn)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -225,9 +160,10 @@ def rdpo(
 
 def _ipo(name, logps, ref_logps, labels, lengths, where, weights, beta, fdiv, reduce_fn, normalize):
   _utils.check_positive("beta", beta, where=name)
-  pairs = _pairs(name, logps, labels, where, weights, ref_logps=ref_logps, lengths=lengths)
+  pairs = _pairs.order_pairs(
+      name, logps, labels, where, weights, ref_logps=ref_logps, lengths=lengths)
   s_w, s_l = _margin_scores(name, logps, ref_logps, lengths, pairs, fdiv, normalize=normalize)
-  return _reduce(jnp.square(s_w - s_l - 1.0 / (2.0 * beta)), pairs, reduce_fn)
+  return _pairs.reduce_pairs(jnp.square(s_w - s_l - 1.0 / (2.0 * beta)), pairs, reduce_fn)
 
 
 def ipo_sum(
@@ -269,9 +205,9 @@ def hinge(
   """
   name = "hinge"
   _utils.check_positive("beta", beta, where=name)
-  pairs = _pairs(name, logps, labels, where, weights, ref_logps=ref_logps)
+  pairs = _pairs.order_pairs(name, logps, labels, where, weights, ref_logps=ref_logps)
   s_w, s_l = _margin_scores(name, logps, ref_logps, lengths, pairs, fdiv)
-  return _reduce(jax.nn.relu(1.0 - beta * (s_w - s_l)), pairs, reduce_fn)
+  return _pairs.reduce_pairs(jax.nn.relu(1.0 - beta * (s_w - s_l)), pairs, reduce_fn)
 
 
 def slic_hf(
@@ -294,11 +230,11 @@ def slic_hf(
   del ref_logps, lengths
   _utils.check_range("delta", delta, low=0.0, where=name)
   _utils.check_range("reg_weight", reg_weight, low=0.0, where=name)
-  pairs = _pairs(name, logps, labels, where, weights)
+  pairs = _pairs.order_pairs(name, logps, labels, where, weights)
   _utils.check_shapes(name, "the pair axes of logps", pairs.valid, target_logps=target_logps)
-  lp_w, lp_l = _chosen_rejected(scores.as_float(logps), pairs.swap)
+  lp_w, lp_l = _pairs.chosen_rejected(scores.as_float(logps), pairs.swap)
   loss = jax.nn.relu(delta - lp_w + lp_l) - reg_weight * scores.as_float(target_logps)
-  return _reduce(loss, pairs, reduce_fn)
+  return _pairs.reduce_pairs(loss, pairs, reduce_fn)
 
 
 def ln_dpo(
@@ -313,9 +249,10 @@ def ln_dpo(
   """
   name = "ln_dpo"
   _utils.check_positive("beta", beta, where=name)
-  pairs = _pairs(name, logps, labels, where, weights, ref_logps=ref_logps, lengths=lengths)
+  pairs = _pairs.order_pairs(
+      name, logps, labels, where, weights, ref_logps=ref_logps, lengths=lengths)
   s_w, s_l = _margin_scores(name, logps, ref_logps, lengths, pairs, fdiv, normalize=True)
-  return _reduce(-_log_sigmoid(beta * (s_w - s_l)), pairs, reduce_fn)
+  return _pairs.reduce_pairs(-_log_sigmoid(beta * (s_w - s_l)), pairs, reduce_fn)
 
 
 def dpo_gamma(
@@ -331,9 +268,9 @@ def dpo_gamma(
   name = "dpo_gamma"
   _utils.check_positive("beta", beta, where=name)
   _utils.check_range("gamma", gamma, low=0.0, where=name)
-  pairs = _pairs(name, logps, labels, where, weights, ref_logps=ref_logps)
+  pairs = _pairs.order_pairs(name, logps, labels, where, weights, ref_logps=ref_logps)
   s_w, s_l = _margin_scores(name, logps, ref_logps, lengths, pairs, fdiv, gamma=gamma)
-  return _reduce(-_log_sigmoid(beta * (s_w - s_l)), pairs, reduce_fn)
+  return _pairs.reduce_pairs(-_log_sigmoid(beta * (s_w - s_l)), pairs, reduce_fn)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -351,11 +288,11 @@ def nca_pair(
   """
   name = "nca_pair"
   _utils.check_positive("beta", beta, where=name)
-  pairs = _pairs(name, logps, labels, where, weights, ref_logps=ref_logps)
+  pairs = _pairs.order_pairs(name, logps, labels, where, weights, ref_logps=ref_logps)
   s_w, s_l = _margin_scores(name, logps, ref_logps, lengths, pairs, fdiv)
   loss = (-_log_sigmoid(beta * s_w) - 0.5 * _log_sigmoid(-beta * s_w)
           - 0.5 * _log_sigmoid(-beta * s_l))
-  return _reduce(loss, pairs, reduce_fn)
+  return _pairs.reduce_pairs(loss, pairs, reduce_fn)
 
 
 def exo_pair(
@@ -373,14 +310,14 @@ def exo_pair(
   _utils.check_positive("beta", beta, where=name)
   _utils.check_range("label_smoothing", label_smoothing, low=0.0, high=1.0,
                      low_inclusive=False, high_inclusive=False, where=name)
-  pairs = _pairs(name, logps, labels, where, weights, ref_logps=ref_logps)
+  pairs = _pairs.order_pairs(name, logps, labels, where, weights, ref_logps=ref_logps)
   s_w, s_l = _margin_scores(name, logps, ref_logps, lengths, pairs, fdiv)
   z = beta * (s_w - s_l)
   eps = label_smoothing
   loss = jax.nn.sigmoid(z) * (_log_sigmoid(z) - jnp.log1p(-eps)) + jax.nn.sigmoid(-z) * (
       _log_sigmoid(-z) - jnp.log(eps)
   )
-  return _reduce(loss, pairs, reduce_fn)
+  return _pairs.reduce_pairs(loss, pairs, reduce_fn)
 
 
 _APO_PAPER = (
@@ -401,10 +338,10 @@ def apo_zero(
   name = "apo_zero"
   del lengths
   _utils.check_positive("beta", beta, where=name)
-  pairs = _pairs(name, logps, labels, where, weights, ref_logps=ref_logps)
+  pairs = _pairs.order_pairs(name, logps, labels, where, weights, ref_logps=ref_logps)
   rho_w, rho_l = _raw_log_ratios(name, logps, ref_logps, pairs)
   loss = (1.0 - jax.nn.sigmoid(beta * rho_w)) + jax.nn.sigmoid(beta * rho_l)
-  return _reduce(loss, pairs, reduce_fn)
+  return _pairs.reduce_pairs(loss, pairs, reduce_fn)
 
 
 def apo_down(
@@ -419,10 +356,10 @@ def apo_down(
   name = "apo_down"
   del lengths
   _utils.check_positive("beta", beta, where=name)
-  pairs = _pairs(name, logps, labels, where, weights, ref_logps=ref_logps)
+  pairs = _pairs.order_pairs(name, logps, labels, where, weights, ref_logps=ref_logps)
   rho_w, rho_l = _raw_log_ratios(name, logps, ref_logps, pairs)
   loss = jax.nn.sigmoid(beta * rho_w) + (1.0 - jax.nn.sigmoid(beta * (rho_w - rho_l)))
-  return _reduce(loss, pairs, reduce_fn)
+  return _pairs.reduce_pairs(loss, pairs, reduce_fn)
 
 
 def sppo_hard(
@@ -436,10 +373,10 @@ def sppo_hard(
   """
   name = "sppo_hard"
   _utils.check_positive("beta", beta, where=name)
-  pairs = _pairs(name, logps, labels, where, weights, ref_logps=ref_logps)
+  pairs = _pairs.order_pairs(name, logps, labels, where, weights, ref_logps=ref_logps)
   s_w, s_l = _margin_scores(name, logps, ref_logps, lengths, pairs, fdiv)
   target = 1.0 / (2.0 * beta)
-  return _reduce(jnp.square(s_w - target) + jnp.square(s_l + target), pairs, reduce_fn)
+  return _pairs.reduce_pairs(jnp.square(s_w - target) + jnp.square(s_l + target), pairs, reduce_fn)
 
 
 def discopop(
@@ -456,13 +393,13 @@ def discopop(
   name = "discopop"
   _utils.check_positive("beta", beta, where=name)
   _utils.check_positive("tau", tau, where=name)
-  pairs = _pairs(name, logps, labels, where, weights, ref_logps=ref_logps)
+  pairs = _pairs.order_pairs(name, logps, labels, where, weights, ref_logps=ref_logps)
   s_w, s_l = _margin_scores(name, logps, ref_logps, lengths, pairs, fdiv)
   z = beta * (s_w - s_l)
   loss = jax.nn.sigmoid(-z / tau) * (-_log_sigmoid(z)) + scores.clipped_exp(
       _log_sigmoid(z / tau) - z
   )
-  return _reduce(loss, pairs, reduce_fn)
+  return _pairs.reduce_pairs(loss, pairs, reduce_fn)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -495,7 +432,7 @@ def bco_pair_shift(
   """
   name = "bco_pair_shift"
   _utils.check_positive("beta", beta, where=name)
-  pairs = _pairs(name, logps, labels, where, weights, ref_logps=ref_logps)
+  pairs = _pairs.order_pairs(name, logps, labels, where, weights, ref_logps=ref_logps)
   s_w, s_l = _margin_scores(name, logps, ref_logps, lengths, pairs, fdiv)
   r_w, r_l = beta * s_w, beta * s_l
   state = running_moments_init() if state is None else state
@@ -503,7 +440,7 @@ def bco_pair_shift(
     batch_mean = _utils.masked_mean(0.5 * (r_w + r_l), pairs.valid)
     state = running_moments_update(state, batch_mean, jnp.any(pairs.valid))
   loss = _bco_pair_loss(r_w, r_l, jax.lax.stop_gradient(state.mean))
-  return _reduce(loss, pairs, reduce_fn), state
+  return _pairs.reduce_pairs(loss, pairs, reduce_fn), state
 
 
 def bco_pair_noshift(
@@ -516,9 +453,9 @@ def bco_pair_noshift(
   """
   name = "bco_pair_noshift"
   _utils.check_positive("beta", beta, where=name)
-  pairs = _pairs(name, logps, labels, where, weights, ref_logps=ref_logps)
+  pairs = _pairs.order_pairs(name, logps, labels, where, weights, ref_logps=ref_logps)
   s_w, s_l = _margin_scores(name, logps, ref_logps, lengths, pairs, fdiv)
-  return _reduce(_bco_pair_loss(beta * s_w, beta * s_l, 0.0), pairs, reduce_fn)
+  return _pairs.reduce_pairs(_bco_pair_loss(beta * s_w, beta * s_l, 0.0), pairs, reduce_fn)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -533,14 +470,14 @@ def _sorted_quantile_loss(name, u, v, pairs, beta, label_smoothing, reduce_fn):
   `where`, so they neither shift the valid quantiles nor reach the gradient.
   """
   _utils.check_positive("beta", beta, where=name)
-  _check_smoothing(name, label_smoothing)
+  _pairs.check_label_smoothing(name, label_smoothing)
   shape = jnp.shape(pairs.valid)
   valid = jnp.ravel(pairs.valid)
   su = jnp.sort(jnp.where(valid, jnp.ravel(u), jnp.inf))
   sv = jnp.sort(jnp.where(valid, jnp.ravel(v), jnp.inf))
   rank_valid = jnp.arange(valid.size) < jnp.sum(valid)
   delta = jnp.where(rank_valid, su - sv, 0.0)
-  loss = _smoothed_logistic(beta * delta, label_smoothing)
+  loss = _pairs.smoothed_logistic(beta * delta, label_smoothing)
   return _utils.reduce_loss(jnp.reshape(loss, shape), jnp.reshape(rank_valid, shape), reduce_fn)
 
 
@@ -563,10 +500,10 @@ def aot_paired(
   del lengths
   if weights is not None:
     raise ValueError(f"{name}: AOT takes no weights (its losses are per quantile, not per pair).")
-  pairs = _pairs(name, logps, labels, where, weights, ref_logps=ref_logps)
-  _need(name, ref_logps, "ref_logps")
-  lp_w, lp_l = _chosen_rejected(scores.as_float(logps), pairs.swap)
-  lr_w, lr_l = _chosen_rejected(jax.lax.stop_gradient(scores.as_float(ref_logps)), pairs.swap)
+  pairs = _pairs.order_pairs(name, logps, labels, where, weights, ref_logps=ref_logps)
+  _pairs.require(name, ref_logps, "ref_logps")
+  lp_w, lp_l = _pairs.chosen_rejected(scores.as_float(logps), pairs.swap)
+  lr_w, lr_l = _pairs.chosen_rejected(jax.lax.stop_gradient(scores.as_float(ref_logps)), pairs.swap)
   return _sorted_quantile_loss(name, lp_w - lp_l, lr_w - lr_l, pairs, beta, label_smoothing,
                                reduce_fn)
 
@@ -585,7 +522,7 @@ def aot_unpaired(
   del lengths
   if weights is not None:
     raise ValueError(f"{name}: AOT takes no weights (its losses are per quantile, not per pair).")
-  pairs = _pairs(name, logps, labels, where, weights, ref_logps=ref_logps)
+  pairs = _pairs.order_pairs(name, logps, labels, where, weights, ref_logps=ref_logps)
   rho_w, rho_l = _raw_log_ratios(name, logps, ref_logps, pairs)
   return _sorted_quantile_loss(name, rho_w, rho_l, pairs, beta, label_smoothing, reduce_fn)
 
@@ -608,9 +545,9 @@ def sft(
   """
   name = "sft"
   del ref_logps
-  _need(name, lengths, "lengths")
-  pairs = _pairs(name, logps, labels, where, weights, lengths=lengths)
-  return _reduce(_chosen_nll(logps, lengths, pairs), pairs, reduce_fn)
+  _pairs.require(name, lengths, "lengths")
+  pairs = _pairs.order_pairs(name, logps, labels, where, weights, lengths=lengths)
+  return _pairs.reduce_pairs(_pairs.chosen_nll(logps, lengths, pairs), pairs, reduce_fn)
 
 
 Term = Union[tuple[Union[str, Callable], float], tuple[Union[str, Callable], float, dict]]

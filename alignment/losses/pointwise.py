@@ -81,21 +81,6 @@ def running_moments_update(state: RunningMoments, values, mask=None) -> RunningM
   return RunningMoments(mean=mean + d * n / new_count, var=new_var, count=new_count)
 
 
-def _as_mean_over(values, subset, valid, denominator) -> Array:
-  """Per-entry values whose mean over `valid` equals `Σ_subset values / max(denominator, 1)`.
-
-  Lets objectives made of separately reduced terms (a mean over a subset, a token mean) return
-  per-example values that obey the reduction contract of ALGORITHMS.md §0.2: entry i becomes
-  `values_i · N / max(denominator, 1)` on the subset (N = number of valid entries) and 0
-  elsewhere, so `reduce_fn=jnp.mean` gives the intended scalar, `None` gives values that sum to
-  `N` times it, and `sum_and_count` gives `(N·it, N)`.
-  """
-  subset = subset & valid
-  n_valid = jnp.sum(valid, dtype=jnp.float32)
-  scale = n_valid / jnp.maximum(_utils.f32(denominator), 1.0)
-  return jnp.where(subset, values * scale, 0.0)
-
-
 def _binary_labels(name: str, labels, valid) -> Array:
   """Desirable mask from labels in {0, 1}; concrete labels (and masks) are checked."""
   if labels is None:
@@ -314,7 +299,7 @@ def ulma(
     logps, ref_logps, labels, lengths, where, weights: `[..., K]`.
     beta: β (0.1). z: stand-in for `β·log Z(x)` (0).
     reduce_fn: reduction. The unreduced values carry each term's subset mean as per-example
-      shares (`_as_mean_over`), so their mean over valid examples is `L`.
+      shares (`_utils.as_mean_over`), so their mean over valid examples is `L`.
   """
   name = "ulma"
   if positive_loss not in _ULMA_POSITIVE:
@@ -348,7 +333,7 @@ def ulma(
       jnp.sum(jnp.where(pos_mask, n, 0.0)) if positive_loss == "shifted_ce_loss"
       else jnp.sum(pos_mask)
   )
-  loss = _as_mean_over(pos * w, pos_mask, valid, pos_denominator) + _as_mean_over(
+  loss = _utils.as_mean_over(pos * w, pos_mask, valid, pos_denominator) + _utils.as_mean_over(
       neg * w, neg_mask, valid, jnp.sum(neg_mask)
   )
   return _utils.reduce_loss(loss, valid, reduce_fn)

@@ -16,16 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from alignment import scores
-from alignment.losses import _utils
-from alignment.losses.pairwise import (
-    _check_smoothing,
-    _chosen_nll,
-    _chosen_rejected,
-    _need,
-    _pairs,
-    _reduce,
-    _smoothed_logistic,
-)
+from alignment.losses import _pairs, _utils
 from alignment.losses.registry import register
 
 Array = jax.Array
@@ -34,8 +25,8 @@ _log_sigmoid = jax.nn.log_sigmoid
 
 def _average_pair(name, logps, lengths, pairs):
   """`(a_w, a_l)`: average log-probs `lp / max(n, 1)` ordered by the labels."""
-  _need(name, lengths, "lengths")
-  return _chosen_rejected(scores.average_logprob(logps, lengths), pairs.swap)
+  _pairs.require(name, lengths, "lengths")
+  return _pairs.chosen_rejected(scores.average_logprob(logps, lengths), pairs.swap)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -58,11 +49,11 @@ def simpo(
   name = "simpo"
   del ref_logps
   _utils.check_positive("beta", beta, where=name)
-  _check_smoothing(name, label_smoothing)
-  pairs = _pairs(name, logps, labels, where, weights, lengths=lengths)
+  _pairs.check_label_smoothing(name, label_smoothing)
+  pairs = _pairs.order_pairs(name, logps, labels, where, weights, lengths=lengths)
   a_w, a_l = _average_pair(name, logps, lengths, pairs)
-  return _reduce(_smoothed_logistic(beta * (a_w - a_l) - gamma, label_smoothing), pairs,
-                 reduce_fn)
+  loss = _pairs.smoothed_logistic(beta * (a_w - a_l) - gamma, label_smoothing)
+  return _pairs.reduce_pairs(loss, pairs, reduce_fn)
 
 
 _CPO_MARGINS = ("sigmoid", "hinge", "ipo", "simpo")
@@ -94,23 +85,24 @@ def cpo_contrastive(
   if margin not in _CPO_MARGINS:
     raise ValueError(f"{name}: margin must be one of {_CPO_MARGINS}, got {margin!r}.")
   _utils.check_positive("beta", beta, where=name)
-  _check_smoothing(name, label_smoothing)
+  _pairs.check_label_smoothing(name, label_smoothing)
   _utils.check_range("cpo_alpha", cpo_alpha, low=0.0, where=name)
-  pairs = _pairs(name, logps, labels, where, weights, lengths=lengths)
+  pairs = _pairs.order_pairs(name, logps, labels, where, weights, lengths=lengths)
   if margin in ("sigmoid", "hinge"):
-    lp_w, lp_l = _chosen_rejected(scores.as_float(logps), pairs.swap)
+    lp_w, lp_l = _pairs.chosen_rejected(scores.as_float(logps), pairs.swap)
     z = beta * (lp_w - lp_l)
-    loss = _smoothed_logistic(z, label_smoothing) if margin == "sigmoid" else jax.nn.relu(1 - z)
+    loss = (_pairs.smoothed_logistic(z, label_smoothing) if margin == "sigmoid"
+            else jax.nn.relu(1 - z))
   else:
     a_w, a_l = _average_pair(name, logps, lengths, pairs)
     if margin == "ipo":
       loss = jnp.square(a_w - a_l - 1.0 / (2.0 * beta))
     else:
-      loss = _smoothed_logistic(beta * (a_w - a_l) - simpo_gamma, label_smoothing)
+      loss = _pairs.smoothed_logistic(beta * (a_w - a_l) - simpo_gamma, label_smoothing)
   if _utils._concrete(cpo_alpha) != 0.0:
-    _need(name, lengths, "lengths")
-    loss = loss + cpo_alpha * _chosen_nll(logps, lengths, pairs)
-  return _reduce(loss, pairs, reduce_fn)
+    _pairs.require(name, lengths, "lengths")
+    loss = loss + cpo_alpha * _pairs.chosen_nll(logps, lengths, pairs)
+  return _pairs.reduce_pairs(loss, pairs, reduce_fn)
 
 
 def alphapo(
@@ -127,11 +119,12 @@ def alphapo(
   name = "alphapo"
   del ref_logps
   _utils.check_positive("beta", beta, where=name)
-  _check_smoothing(name, label_smoothing)
-  pairs = _pairs(name, logps, labels, where, weights, lengths=lengths)
+  _pairs.check_label_smoothing(name, label_smoothing)
+  pairs = _pairs.order_pairs(name, logps, labels, where, weights, lengths=lengths)
   a_w, a_l = _average_pair(name, logps, lengths, pairs)
   m = scores.alpha_reward(a_w, alpha=alpha) - scores.alpha_reward(a_l, alpha=alpha)
-  return _reduce(_smoothed_logistic(beta * m - gamma, label_smoothing), pairs, reduce_fn)
+  loss = _pairs.smoothed_logistic(beta * m - gamma, label_smoothing)
+  return _pairs.reduce_pairs(loss, pairs, reduce_fn)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -141,12 +134,12 @@ def alphapo(
 def _orpo_terms(name, logps, labels, lengths, where, weights, beta, **arrays):
   """`(pairs, NLL shares, logσ(log odds ratio))` shared by ORPO and RORPO."""
   _utils.check_positive("beta", beta, where=name)
-  _need(name, lengths, "lengths")
-  pairs = _pairs(name, logps, labels, where, weights, lengths=lengths, **arrays)
-  odds_w, odds_l = _chosen_rejected(
+  _pairs.require(name, lengths, "lengths")
+  pairs = _pairs.order_pairs(name, logps, labels, where, weights, lengths=lengths, **arrays)
+  odds_w, odds_l = _pairs.chosen_rejected(
       scores.log_odds(scores.average_logprob(logps, lengths)), pairs.swap
   )
-  return pairs, _chosen_nll(logps, lengths, pairs), _log_sigmoid(odds_w - odds_l)
+  return pairs, _pairs.chosen_nll(logps, lengths, pairs), _log_sigmoid(odds_w - odds_l)
 
 
 def orpo(
@@ -164,7 +157,7 @@ def orpo(
   """
   pairs, nll, log_sig = _orpo_terms("orpo", logps, labels, lengths, where, weights, beta)
   del ref_logps
-  return _reduce(nll - beta * log_sig, pairs, reduce_fn)
+  return _pairs.reduce_pairs(nll - beta * log_sig, pairs, reduce_fn)
 
 
 def _rorpo(name, logps, labels, lengths, where, weights, beta, gamma, rationale_logps,
@@ -173,7 +166,7 @@ def _rorpo(name, logps, labels, lengths, where, weights, beta, gamma, rationale_
   _utils.check_shapes(name, "the pair axes of logps", pairs.valid,
                       rationale_logps=rationale_logps)
   rationale = rationale_term(gamma * scores.as_float(rationale_logps))
-  return _reduce(nll - (beta * log_sig + rationale), pairs, reduce_fn)
+  return _pairs.reduce_pairs(nll - (beta * log_sig + rationale), pairs, reduce_fn)
 
 
 def rorpo_sigmoid(
@@ -218,15 +211,15 @@ def rdpo_rationale(
   name = "rdpo_rationale"
   del lengths
   _utils.check_positive("beta", beta, where=name)
-  pairs = _pairs(name, logps, labels, where, weights, ref_logps=ref_logps)
-  _need(name, ref_logps, "ref_logps")
+  pairs = _pairs.order_pairs(name, logps, labels, where, weights, ref_logps=ref_logps)
+  _pairs.require(name, ref_logps, "ref_logps")
   _utils.check_shapes(name, "the pair axes of logps", pairs.valid,
                       rationale_logps=rationale_logps)
-  rho_w, rho_l = _chosen_rejected(scores.log_ratio(logps, ref_logps), pairs.swap)
+  rho_w, rho_l = _pairs.chosen_rejected(scores.log_ratio(logps, ref_logps), pairs.swap)
   loss = -_log_sigmoid(beta * (rho_w - rho_l)) - _log_sigmoid(
       gamma * scores.as_float(rationale_logps)
   )
-  return _reduce(loss, pairs, reduce_fn)
+  return _pairs.reduce_pairs(loss, pairs, reduce_fn)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -238,9 +231,9 @@ def _mapo(name, m, pairs, beta, snr_value, scale, reduce_fn):
   _utils.check_positive("beta", beta, where=name)
   _utils.check_positive("snr_value", snr_value, where=name)
   _utils.check_positive("scale", scale, where=name)
-  m_w, m_l = _chosen_rejected(m, pairs.swap)
+  m_w, m_l = _pairs.chosen_rejected(m, pairs.swap)
   odds = scores.phi(snr_value * m_w) - scores.phi(snr_value * m_l)
-  return _reduce(m_w - beta * _log_sigmoid(scale * odds), pairs, reduce_fn)
+  return _pairs.reduce_pairs(m_w - beta * _log_sigmoid(scale * odds), pairs, reduce_fn)
 
 
 def mapo_diffusion(
@@ -263,7 +256,7 @@ def mapo_diffusion(
   """
   name = "mapo_diffusion"
   del ref_logps, lengths
-  pairs = _pairs(name, mse, labels, where, weights)
+  pairs = _pairs.order_pairs(name, mse, labels, where, weights)
   _utils.check_array_range("mse", mse, low=0.0, where=name)
   return _mapo(name, scores.as_float(mse), pairs, beta, snr_value, num_train_timesteps,
                reduce_fn)
@@ -281,8 +274,8 @@ def mapo_llm_literal(
   """
   name = "mapo_llm_literal"
   del ref_logps
-  pairs = _pairs(name, logps, labels, where, weights, lengths=lengths)
-  _need(name, lengths, "lengths")
+  pairs = _pairs.order_pairs(name, logps, labels, where, weights, lengths=lengths)
+  _pairs.require(name, lengths, "lengths")
   m = -scores.average_logprob(logps, lengths)
   return _mapo(name, m, pairs, beta, snr_value, scale, reduce_fn)
 
@@ -294,11 +287,12 @@ def mapo_llm_literal(
 def _cond_margins(name, logps, ref_logps, labels, lengths, where, weights, beta):
   """`(pairs, δ_π, a^ref_w, a^ref_l)` with `δ_π = a_w − a_l`."""
   _utils.check_positive("beta", beta, where=name)
-  pairs = _pairs(name, logps, labels, where, weights, ref_logps=ref_logps, lengths=lengths)
-  _need(name, ref_logps, "ref_logps")
+  pairs = _pairs.order_pairs(
+      name, logps, labels, where, weights, ref_logps=ref_logps, lengths=lengths)
+  _pairs.require(name, ref_logps, "ref_logps")
   a_w, a_l = _average_pair(name, logps, lengths, pairs)
   ref_avg = scores.average_logprob(jax.lax.stop_gradient(scores.as_float(ref_logps)), lengths)
-  ref_w, ref_l = _chosen_rejected(ref_avg, pairs.swap)
+  ref_w, ref_l = _pairs.chosen_rejected(ref_avg, pairs.swap)
   return pairs, a_w - a_l, ref_w, ref_l
 
 
@@ -324,8 +318,8 @@ def cpo_cond(
                                             weights, beta)
   d_ref = ref_w - ref_l
   m = jax.nn.softplus(tau * (gamma - d_ref)) / tau
-  return _reduce(-_log_sigmoid(beta * d_pi - beta * d_ref - (beta / alpha) * m), pairs,
-                 reduce_fn)
+  loss = -_log_sigmoid(beta * d_pi - beta * d_ref - (beta / alpha) * m)
+  return _pairs.reduce_pairs(loss, pairs, reduce_fn)
 
 
 def cpo_cond_easy(
@@ -341,7 +335,8 @@ def cpo_cond_easy(
   pairs, d_pi, ref_w, ref_l = _cond_margins(name, logps, ref_logps, labels, lengths, where,
                                             weights, beta)
   m = gamma * (1.0 / jnp.minimum(ref_w, -1e-6) + 1.0 / jnp.minimum(ref_l, -1e-6))
-  return _reduce(-_log_sigmoid(beta * d_pi - beta * (ref_w - ref_l) - m), pairs, reduce_fn)
+  loss = -_log_sigmoid(beta * d_pi - beta * (ref_w - ref_l) - m)
+  return _pairs.reduce_pairs(loss, pairs, reduce_fn)
 
 
 def cpo_cond_clip(
@@ -356,8 +351,8 @@ def cpo_cond_clip(
   name = "cpo_cond_clip"
   pairs, d_pi, ref_w, ref_l = _cond_margins(name, logps, ref_logps, labels, lengths, where,
                                             weights, beta)
-  return _reduce(-_log_sigmoid(beta * (d_pi - jnp.maximum(ref_w - ref_l, 0.0))), pairs,
-                 reduce_fn)
+  loss = -_log_sigmoid(beta * (d_pi - jnp.maximum(ref_w - ref_l, 0.0)))
+  return _pairs.reduce_pairs(loss, pairs, reduce_fn)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -16,6 +16,10 @@ PRO is reference-free (average log-probs as scores, `train.reference = "none"`),
 needs lists sorted best to worst with reward scores as labels: its lists are the same ones,
 reordered by the rater's labels, with the renumbered ranks 0..K−1 as the scores.
 
+At K = 2, DPO_PL (ListMLE) and softmax are DPO_BT exactly (the K = 2 reduction of
+`alignment/losses/listwise.py`, tested there), so that cell is trained once and shared by the
+three rows (`SAME_AT_K2`).
+
 Writes `lipo.json` (every run, the table of means ± std over seeds, the claim checks) and
 `lipo.png` (win rate and reward gain against K per objective).
 """
@@ -39,6 +43,8 @@ OBJECTIVES = (
 FULL = dict(seeds=(0, 1, 2), ks=(2, 4, 8))
 QUICK = dict(seeds=(0,), ks=(2, 4))
 REFERENCE_FREE = ("pro",)
+# Objectives that are the same loss as another at K = 2: trained once, the row shared.
+SAME_AT_K2 = {"lipo_listmle": "lipo_pair_logistic", "lipo_softmax": "lipo_pair_logistic"}
 
 
 def _loss(name: str, beta: float) -> dict:
@@ -89,13 +95,15 @@ def run(config, workdir: str, *, quick: bool = False, seeds: Sequence[int] | Non
               os.path.join(common.seed_dir(workdir, seed), f"lists_k{k}_sorted.jsonl")),
       }
       for name in objectives:
-        free = name in REFERENCE_FREE
+        trained = SAME_AT_K2.get(name, name) if k == 2 else name
+        free = trained in REFERENCE_FREE
         run_config = common.with_overrides(
-            seed_config, loss=_loss(name, beta), preferences=dict(k=k),
+            seed_config, loss=_loss(trained, beta), preferences=dict(k=k),
             train=dict(reference="none") if free else {})
-        rows.append(common.train_and_evaluate(
-            run_config, workdir, f"{name}_k{k}", data=paths[free], policy=sft,
-            info={"objective": name, "k": k}))
+        row = common.train_and_evaluate(
+            run_config, workdir, f"{trained}_k{k}", data=paths[free], policy=sft,
+            info={"objective": trained, "k": k})
+        rows.append({**row, "objective": name})
   table = common.aggregate(rows, ("objective", "k"))
   summary = {
       "study": "lipo",

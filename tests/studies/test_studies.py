@@ -148,6 +148,23 @@ def test_lipo_grid_wiring(tmp_path, monkeypatch):
     lipo.run(demo.get_config(), str(tmp_path), objectives=("pro",))
 
 
+def test_lipo_shares_the_cells_that_are_one_loss_at_k2(tmp_path, monkeypatch):
+  cells = _fake_pipeline(monkeypatch, _records([[1, 3, 0, 2]], [[0.1, 0.3, 0.0, 0.2]]))
+  summary = lipo.run(demo.get_config(), str(tmp_path), seeds=(0,), ks=(2, 4),
+                     objectives=("lipo_softmax", "lipo_pair_logistic", "lipo_lambda"))
+  # At K = 2 softmax is DPO_BT: its row reads the lipo_pair_logistic cell; at K = 4 it trains.
+  assert [(c["run"], c["loss"]["name"]) for c in cells] == [
+      ("lipo_pair_logistic_k2", "lipo_pair_logistic"),
+      ("lipo_pair_logistic_k2", "lipo_pair_logistic"),
+      ("lipo_lambda_k2", "lipo_lambda"),
+      ("lipo_softmax_k4", "lipo_softmax"),
+      ("lipo_pair_logistic_k4", "lipo_pair_logistic"),
+      ("lipo_lambda_k4", "lipo_lambda")]
+  assert [(r["objective"], r["k"]) for r in summary["runs"]] == [
+      ("lipo_softmax", 2), ("lipo_pair_logistic", 2), ("lipo_lambda", 2),
+      ("lipo_softmax", 4), ("lipo_pair_logistic", 4), ("lipo_lambda", 4)]
+
+
 def test_noisy_grid_wiring(tmp_path, monkeypatch):
   cells = _fake_pipeline(monkeypatch, _records([[1, 0]], [[2.0, 1.0]]))
   summary = noisy_labels.run(demo.get_config(), str(tmp_path), seeds=(0,),

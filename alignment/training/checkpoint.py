@@ -84,33 +84,45 @@ class Checkpointer:
     self._manager.wait_until_finished()
     return bool(saved)
 
+  def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict]:
+    """Restores checkpoint `step` as `(state, data_state)`.
+
+    `abstract_state` is a pytree of `jax.ShapeDtypeStruct` (with shardings) or arrays giving the
+    structure to restore into. A step that was never saved raises a FileNotFoundError listing
+    the saved ones.
+    """
+    if int(step) not in self._manager.all_steps():
+      raise FileNotFoundError(f"No checkpoint of step {step} in {self.directory} (saved steps: "
+                              f"{self.steps()}).")
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
+    restored = self._manager.restore(
+        int(step),
+        args=ocp.args.Composite(
+            **{_STATE: ocp.args.StandardRestore(abstract), _DATA: ocp.args.JsonRestore()}
+        ),
+    )
+    return restored[_STATE], dict(restored[_DATA] or {})
+
   def restore_latest(self, abstract_state: Any) -> Optional[tuple[int, Any, dict]]:
     """Restores the newest readable checkpoint as `(step, state, data_state)`, or None.
 
-    `abstract_state` is a pytree of `jax.ShapeDtypeStruct` (with shardings) or arrays giving the
-    structure to restore into. Incomplete and unreadable steps are logged and skipped.
+    Incomplete and unreadable steps are logged and skipped (`abstract_state` as in `restore`).
     """
     for name in self.incomplete_steps():
       logging.warning(
           "Ignoring incomplete checkpoint %s in %s (the run stopped while writing it).",
           name, self.directory,
       )
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
     for step in reversed(self.steps()):
       try:
-        restored = self._manager.restore(
-            step,
-            args=ocp.args.Composite(
-                **{_STATE: ocp.args.StandardRestore(abstract), _DATA: ocp.args.JsonRestore()}
-            ),
-        )
+        state, data_state = self.restore(step, abstract_state)
       except Exception as error:  # pylint: disable=broad-except
         logging.warning(
             "Checkpoint step %d in %s could not be read (%s: %s); trying the previous one.",
             step, self.directory, type(error).__name__, error,
         )
         continue
-      return step, restored[_STATE], dict(restored[_DATA] or {})
+      return step, state, data_state
     return None
 
   def close(self) -> None:

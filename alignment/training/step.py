@@ -18,7 +18,7 @@ is an argument of the jitted function (not a closed-over constant) and is not do
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import flax.struct
 import jax

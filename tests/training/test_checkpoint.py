@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from alignment.training.checkpoint import Checkpointer
 from alignment.training.step import init_train_state
@@ -36,6 +37,17 @@ def test_keeps_newest_n(tmp_path):
   for step in (1, 2, 3):
     ckpt.save(step, _state(float(step)), {})
   assert ckpt.steps() == [2, 3]
+
+
+def test_restore_a_given_step(tmp_path):
+  ckpt = Checkpointer(str(tmp_path), save_interval_steps=1, max_to_keep=5)
+  for step in (1, 2, 3):
+    ckpt.save(step, _state(float(step)), {"position": 10 * step})
+  state, data = ckpt.restore(2, _state(0.0))
+  np.testing.assert_array_equal(state.params["w"], np.full((3,), 2.0))
+  assert data == {"position": 20}
+  with pytest.raises(FileNotFoundError, match=r"step 7 .*\[1, 2, 3\]"):
+    ckpt.restore(7, _state(0.0))
 
 
 def test_interval(tmp_path):

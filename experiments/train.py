@@ -21,10 +21,19 @@ from alignment.training import objective, runs, setup
 from experiments import _flags, make_preferences
 
 
+def data_layout(path: str) -> str:
+  """"unpaired" when the first row of `path` has a `completion` (KTO-style thumbs data:
+  `prompt`, `completion`, `label` 1 desirable / 0 undesirable), else "listwise"."""
+  for _, row in formats.read_rows(path):
+    return "unpaired" if isinstance(row, dict) and "completion" in row else "listwise"
+  raise ValueError(f"No rows in {path}.")
+
+
 def read_preferences(path: str, workdir: str) -> tuple[list[dict], dict]:
-  """Listwise records from `path` under the default bad-input policy; counts are saved."""
+  """Records (listwise, or unpaired: one response each) from `path` under the default bad-input
+  policy; counts are saved."""
   stats = formats.DataStats()
-  records = list(formats.read_records(path, layout="listwise", stats=stats))
+  records = list(formats.read_records(path, layout=data_layout(path), stats=stats))
   if not records:
     raise ValueError(f"No usable preference lists in {path} (counts: {dict(stats.counts)}).")
   with open(os.path.join(workdir, "data_stats.json"), "w", encoding="utf-8") as f:
@@ -67,7 +76,7 @@ def _train_stage(config, workdir, *, task, model_config, records, init_params, n
     policy_kwargs = dict(policy_params=lambda adapters, base: lora.merge(base, adapters))
   loss_fn = objective.preference_loss(
       config.loss.name, logp_fn, reference=cfg.reference, hyper_parameters=hyper,
-      ref_logp_fn=logp_fn, **policy_kwargs,
+      ref_logp_fn=logp_fn, pad_id=task.tokenizer.pad_id, **policy_kwargs,
   )
   if cfg.reference == "cache" and spec.needs_reference:
     records = runs.attach_reference_logps(
@@ -114,7 +123,10 @@ def curriculum_stages(records: list[dict], by: str) -> list[list[dict]]:
 
 
 def run(config, workdir: str, *, init: str | None = None, data: str | None = None):
-  """Trains the policy on preference lists; returns its parameters.
+  """Trains the policy on preference lists (or unpaired thumbs data); returns its parameters.
+
+  Unpaired data (`prompt`, `completion`, `label` rows; one response per example) trains the
+  pointwise objectives (`kto` with reference "forward"/"lora", `bco`, `apo_zero_unpaired`, ...).
 
   Three schedules, all starting from `train.init` (the SFT policy, the first reference):
   - offline (default): `train.num_steps` steps on `train.data`;

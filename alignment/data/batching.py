@@ -273,3 +273,51 @@ def packed_sums(values: jax.Array, segment_ids: jax.Array, pack_row: jax.Array,
   sums = jax.ops.segment_sum(values.reshape(-1), ids.reshape(-1), num_segments=n * (length + 1))
   out = sums[pack_row * (length + 1) + pack_segment]
   return jnp.where(pack_segment > 0, out, 0)
+
+
+def mismatched_batch(batch: Mapping[str, Any], *, pad_id: int = 0) -> dict[str, jax.Array]:
+  """KTO's mismatched pairs (ALGORITHMS.md §3.1): prompt i with the responses of row i − 1.
+
+  Rotates the responses of a `collate`d batch by one along the batch axis (row 0 gets the last
+  row's) and rebuilds the rows around the unchanged prompts, so the result is exactly
+  `collate([{prompt_i, responses_{i−1}}])`: `tokens[b, k] = prompt_b ++ response_{b−1, k} ++
+  pad`, segment 1 and positions 0.. on the sequence, `completion_mask` on the response. A padded
+  slot of row b − 1 stays padded (`where`, `response_lengths`, `labels` rotate with it). Written
+  in jnp so the trainer builds it inside the jitted step from the *global* batch (numpy inputs
+  work too); packed batches (`pack`) are not supported.
+
+  Args:
+    batch: `prompt_tokens [B, P]`, `prompt_lengths [B]`, `response_tokens [B, K, R]`,
+      `response_lengths [B, K]`, `labels [B, K]`, `where [B, K]`, `tokens [B, K, T]`.
+    pad_id: the padding id (the tokenizer's `pad_id`).
+  Returns:
+    The keys above plus `segment_ids`, `positions`, `completion_mask` (`[B, K, T]`), for the
+    mismatched pairs.
+  """
+  if "pack_row" in batch:
+    raise ValueError("mismatched_batch: packed batches are not supported; use `collate`.")
+  prompt = jnp.asarray(batch["prompt_tokens"])  # [B, P]
+  prompt_lengths = jnp.asarray(batch["prompt_lengths"])[:, None, None]  # [B, 1, 1]
+  roll = lambda key: jnp.roll(jnp.asarray(batch[key]), 1, axis=0)
+  responses, response_lengths = roll("response_tokens"), roll("response_lengths")  # [B,K,R], [B,K]
+  (b, k, r), (p, t) = responses.shape, (prompt.shape[1], batch["tokens"].shape[-1])
+  pos = jnp.arange(t)[None, None, :]  # [1, 1, T]
+  in_prompt = jnp.broadcast_to(pos < prompt_lengths, (b, k, t))
+  in_response = (pos >= prompt_lengths) & (pos < prompt_lengths + response_lengths[..., None])
+  prompt_ids = jnp.take(prompt, jnp.minimum(jnp.arange(t), p - 1), axis=1)[:, None, :]
+  offsets = jnp.broadcast_to(jnp.clip(pos - prompt_lengths, 0, r - 1), (b, k, t))
+  response_ids = jnp.take_along_axis(responses, offsets, axis=2)
+  sequence = in_prompt | in_response
+  return {
+      "prompt_tokens": prompt,
+      "prompt_lengths": jnp.asarray(batch["prompt_lengths"]),
+      "response_tokens": responses,
+      "response_lengths": response_lengths,
+      "labels": roll("labels"),
+      "where": roll("where"),
+      "tokens": jnp.where(in_prompt, prompt_ids, jnp.where(in_response, response_ids, pad_id)
+                          ).astype(jnp.int32),
+      "segment_ids": sequence.astype(jnp.int32),
+      "positions": jnp.where(sequence, pos, 0).astype(jnp.int32),
+      "completion_mask": in_response,
+  }

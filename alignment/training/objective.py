@@ -15,11 +15,15 @@ import jax.numpy as jnp
 
 from alignment import losses
 from alignment import metrics as metrics_lib
+from alignment.data import batching
 
 LogpFn = Callable[[Any, dict], tuple[jax.Array, jax.Array]]
 
 # Extra inputs the trainer can supply, by name, from a batch.
 _BATCH_INPUTS = {"lengths": "response_lengths"}
+# Extra inputs computed in the step from KTO's mismatched pairs (`batching.mismatched_batch`):
+# the policy's and the reference's log-probs of prompt i with the responses of row i − 1.
+_MISMATCHED_INPUTS = ("kl_logps", "kl_ref_logps")
 
 REFERENCE_MODES = ("cache", "forward", "lora", "none")
 
@@ -44,16 +48,27 @@ def sft_loss(logp_fn: LogpFn) -> Callable:
   return loss_fn
 
 
+def _needs_mismatched(spec: losses.ObjectiveSpec) -> bool:
+  return any(x in _MISMATCHED_INPUTS for x in spec.extra_inputs)
+
+
 def check_objective_supported(name: str, reference: str) -> losses.ObjectiveSpec:
   """Validates an objective name and reference mode; raises a clear error otherwise."""
   if reference not in REFERENCE_MODES:
     raise ValueError(f"reference must be one of {REFERENCE_MODES}, got {reference!r}.")
   spec = losses.spec(name)  # unknown names raise a KeyError listing the known ones
-  missing = [x for x in spec.extra_inputs if x not in _BATCH_INPUTS]
+  supplied = (*_BATCH_INPUTS, *_MISMATCHED_INPUTS)
+  missing = [x for x in spec.extra_inputs if x not in supplied]
   if missing:
     raise ValueError(
         f"Objective {name!r} needs inputs {missing} that the preference trainer does not build "
-        f"from a batch (it supplies {sorted(_BATCH_INPUTS)}); use the function directly."
+        f"from a batch (it supplies {sorted(supplied)}); use the function directly."
+    )
+  if reference == "cache" and _needs_mismatched(spec):
+    raise ValueError(
+        f"Objective {name!r} needs reference log-probs of mismatched pairs, which change with "
+        "every batch (prompt i with the response of row i − 1), so they cannot be cached; set "
+        "train.reference='forward' (or 'lora')."
     )
   if spec.needs_reference and reference == "none":
     raise ValueError(f"Objective {name!r} needs a reference model; set reference != 'none'.")
@@ -68,6 +83,7 @@ def preference_loss(
     hyper_parameters: Mapping[str, Any] | None = None,
     ref_logp_fn: LogpFn | None = None,
     policy_params: Callable[[Any, Any], Any] = _identity_policy,
+    pad_id: int = 0,
 ) -> Callable:
   """The loss of registered objective `name` over a batch (docs/interfaces.md §2).
 
@@ -82,6 +98,13 @@ def preference_loss(
     ref_logp_fn: for "forward"/"lora": `(frozen, batch) -> (logps, counts)`.
     policy_params: `(trainable, frozen) -> model parameters`; the identity by default, and
       `lambda adapters, base: lora.merge(base, adapters)` with LoRA.
+    pad_id: the tokenizer's padding id (for KTO's mismatched pairs).
+
+  KTO (`kl_logps`, `kl_ref_logps`): the step builds the mismatched pairs from the batch it gets
+  (`batching.mismatched_batch`: the global batch, or each micro-batch with `accum_steps > 1`)
+  and runs the policy (stop-gradient) and the reference on them; reference "cache" is refused.
+  Stateful objectives (BCO) take `loss_state` and return the updated state, which the train
+  state carries and checkpoints.
   """
   spec = check_objective_supported(name, reference)
   fn = spec.fn
@@ -100,15 +123,22 @@ def preference_loss(
       return batch["ref_logps"]
     return jax.lax.stop_gradient(ref_logp_fn(frozen, batch)[0])
 
+  def mismatched_logps(model_params, batch, frozen):
+    kl_batch = batching.mismatched_batch(batch, pad_id=pad_id)
+    return {"kl_logps": jax.lax.stop_gradient(logp_fn(model_params, kl_batch)[0]),
+            "kl_ref_logps": reference_logps(kl_batch, frozen)}
+
   def loss_fn(params, batch, loss_state, frozen, rng):
     del rng
-    logps, _ = logp_fn(policy_params(params, frozen), batch)
+    model_params = policy_params(params, frozen)
+    logps, _ = logp_fn(model_params, batch)
     ref = reference_logps(batch, frozen)
     kwargs = dict(hyper)
     for input_name in ("lengths", *spec.extra_inputs):
-      if input_name == "lengths" and not spec.needs_lengths:
-        continue
-      kwargs[input_name] = batch[_BATCH_INPUTS[input_name]]
+      if input_name in _BATCH_INPUTS and (input_name != "lengths" or spec.needs_lengths):
+        kwargs[input_name] = batch[_BATCH_INPUTS[input_name]]
+    if _needs_mismatched(spec):
+      kwargs.update(mismatched_logps(model_params, batch, frozen))
     if spec.stateful:
       kwargs["state"] = loss_state
     out = fn(
@@ -121,6 +151,10 @@ def preference_loss(
     aux = metrics_lib.reward_metrics(
         jax.lax.stop_gradient(logps), ref, batch["labels"], beta=beta, where=batch["where"]
     )
+    if _needs_mismatched(spec):  # KTO's reference point z0, logged as TRL's "kl"
+      z0 = losses.pointwise.kto_reference_point(
+          kwargs["kl_logps"], kwargs["kl_ref_logps"], where=batch["where"])
+      aux["kl"] = metrics_lib.SumCount(z0, jnp.ones((), jnp.float32))
     return (total, count), (loss_state, aux)
 
   return loss_fn

@@ -27,6 +27,7 @@ from typing import Callable, Mapping, Sequence
 from absl import flags
 import numpy as np
 
+from alignment.data import formats
 from alignment.training import setup
 from experiments import _flags, evaluate, make_preferences, sft, train
 
@@ -126,6 +127,13 @@ def sorted_best_first(records: Sequence[dict]) -> list[dict]:
   return out
 
 
+def trainable_lists(path: str) -> list[dict]:
+  """The lists of `path` as `experiments.train` reads them: the default bad-input policy drops
+  duplicate and empty responses and the lists left with fewer than 2, so pairs built from these
+  are exactly the pairs a run on `path` sees."""
+  return list(formats.read_records(path, layout="listwise"))
+
+
 def write_records(records: Sequence[dict], path: str) -> str:
   os.makedirs(os.path.dirname(path), exist_ok=True)
   with open(path, "w", encoding="utf-8") as f:
@@ -189,6 +197,22 @@ def aggregate(rows: Sequence[dict], keys: Sequence[str],
   return table
 
 
+def paired_margins(rows: Sequence[dict], key: str, a: str, b: str,
+                   metrics: Sequence[str] = ("win_rate", "mean_reward", "kl")) -> dict:
+  """Per metric: mean and sample std (ddof = 1; 0 for one seed) over seeds of `a − b`, where
+  rows with `row[key] == a` and `== b` of the same seed are paired (same SFT policy and data)."""
+  by_seed = {(r[key], r["seed"]): r for r in rows}
+  seeds = sorted(s for (name, s) in by_seed if name == a and (b, s) in by_seed)
+  if not seeds:
+    raise ValueError(f"paired_margins: no seed has both {key}={a!r} and {key}={b!r}.")
+  out = {"n": len(seeds)}
+  for m in metrics:
+    d = np.array([by_seed[(a, s)][m] - by_seed[(b, s)][m] for s in seeds], np.float64)
+    out[f"{m}_mean"] = float(d.mean())
+    out[f"{m}_std"] = float(d.std(ddof=1)) if len(d) > 1 else 0.0
+  return out
+
+
 def lookup(table: Sequence[dict], **keys) -> dict:
   """The row of an aggregated `table` whose fields equal `keys`."""
   hits = [r for r in table if all(r[k] == v for k, v in keys.items())]
@@ -216,30 +240,53 @@ def write_json(obj, path: str) -> str:
   return path
 
 
-def plot_series(table: Sequence[dict], *, x: str, series: str, metrics: Sequence[str],
-                title: str, path: str) -> str:
-  """One panel per metric: its mean ± std over seeds against `x`, one line per `series` value."""
+def _figure(num_panels: int):
   import matplotlib  # pylint: disable=import-outside-toplevel
 
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
 
-  fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 4.0), squeeze=False)
-  names = list(dict.fromkeys(r[series] for r in table))
-  for ax, metric in zip(axes[0], metrics):
-    for name in names:
-      rows = sorted((r for r in table if r[series] == name), key=lambda r: r[x])
-      ax.errorbar([r[x] for r in rows], [r[f"{metric}_mean"] for r in rows],
-                  yerr=[r[f"{metric}_std"] for r in rows], marker="o", capsize=3, label=name)
-    ax.set(xlabel=x, ylabel=metric, title=metric)
-    ax.grid(alpha=0.3)
-  axes[0][0].legend(fontsize=8)
+  fig, axes = plt.subplots(1, num_panels, figsize=(5.2 * num_panels, 4.0), squeeze=False)
+  return plt, fig, axes[0]
+
+
+def _save(plt, fig, title: str, path: str) -> str:
   fig.suptitle(title)
   fig.tight_layout()
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
   fig.savefig(path, dpi=100)
   plt.close(fig)
   return path
+
+
+def plot_series(table: Sequence[dict], *, x: str, series: str, metrics: Sequence[str],
+                title: str, path: str) -> str:
+  """One panel per metric: its mean ± std over seeds against `x`, one line per `series` value."""
+  plt, fig, axes = _figure(len(metrics))
+  names = list(dict.fromkeys(r[series] for r in table))
+  for ax, metric in zip(axes, metrics):
+    for name in names:
+      rows = sorted((r for r in table if r[series] == name), key=lambda r: r[x])
+      ax.errorbar([r[x] for r in rows], [r[f"{metric}_mean"] for r in rows],
+                  yerr=[r[f"{metric}_std"] for r in rows], marker="o", capsize=3, label=name)
+    ax.set(xlabel=x, ylabel=metric, title=metric)
+    ax.grid(alpha=0.3)
+  axes[0].legend(fontsize=8)
+  return _save(plt, fig, title, path)
+
+
+def plot_bars(table: Sequence[dict], *, x: str, metrics: Sequence[str], title: str,
+              path: str) -> str:
+  """One panel per metric: a bar per row of `table` (a categorical `x`), mean ± std over seeds."""
+  plt, fig, axes = _figure(len(metrics))
+  labels = [str(r[x]) for r in table]
+  for ax, metric in zip(axes, metrics):
+    ax.bar(labels, [r[f"{metric}_mean"] for r in table],
+           yerr=[r[f"{metric}_std"] for r in table], capsize=4, color="tab:blue", alpha=0.8)
+    ax.set(xlabel=x, ylabel=metric, title=metric)
+    ax.tick_params(axis="x", labelrotation=20)
+    ax.grid(alpha=0.3, axis="y")
+  return _save(plt, fig, title, path)
 
 
 def main(run_fn: Callable) -> None:

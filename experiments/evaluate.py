@@ -4,9 +4,12 @@
         --config.evaluate.reference=/tmp/sft
 
 On held-out prompts: win rate of the policy's samples against the reference's (ties count half)
-with a 95% interval, mean reward and per-attribute rewards of both, the sequence-level KL
-estimate `E_{y~π}[log π(y) − log π_ref(y)]`, and ranking accuracy of the policy's likelihoods
-on held-out preference lists rated by the true reward. Writes `workdir/eval.json`.
+with a 95% interval, mean reward and per-attribute rewards of both, the per-attribute win rates
+(the same comparison under each attribute's true value), the fraction of each model's responses
+that are good on each attribute and on all of them (as good as the task's optimum on that
+attribute), the sequence-level KL estimate `E_{y~π}[log π(y) − log π_ref(y)]`, and ranking
+accuracy of the policy's likelihoods on held-out preference lists rated by the true reward.
+Writes `workdir/eval.json`.
 """
 
 from __future__ import annotations
@@ -21,6 +24,39 @@ import numpy as np
 from alignment import metrics
 from alignment.training import generation, runs, setup
 from experiments import _flags
+
+
+def attribute_win_rates(policy: dict[str, np.ndarray],
+                        reference: dict[str, np.ndarray]) -> dict[str, float]:
+  """Per attribute a: `mean_i o_i`, `o_i = 1[a(y_π,i) > a(y_ref,i)] + ½·1[a(y_π,i) = a(y_ref,i)]`.
+
+  `metrics.win_rate` under each attribute's true value (ALGORITHMS.md §8.7); `policy` and
+  `reference` map attribute names to `[N]` values on the same N prompts.
+  """
+  if set(policy) != set(reference):
+    raise ValueError(f"attribute_win_rates: the policy has attributes {sorted(policy)}, the "
+                     f"reference {sorted(reference)}.")
+  return {a: float(metrics.win_rate(jnp.asarray(policy[a]), jnp.asarray(reference[a])).rate)
+          for a in policy}
+
+
+def good_fractions(values: dict[str, np.ndarray], optimum: dict[str, np.ndarray], *,
+                   atol: float = 1e-9) -> dict[str, float]:
+  """Fractions of responses good on each attribute, and on all of them (key "all").
+
+  A response y to prompt x is good on attribute a when `a(y) >= a(y*(x)) − atol`, y* the task's
+  optimum (`task.optimum`): at least as good on a as the best response overall. For `sorting`,
+  good on harmlessness = no forbidden digit, good on correctness = `c(y) >= c(t_f)`, and good on
+  both = the optimum itself (the task's docstring proves it unique). `values` and `optimum` map
+  attribute names to `[N]` values.
+  """
+  if set(values) != set(optimum):
+    raise ValueError(f"good_fractions: values have attributes {sorted(values)}, the optimum "
+                     f"{sorted(optimum)}.")
+  good = {a: np.asarray(values[a]) >= np.asarray(optimum[a]) - atol for a in values}
+  out = {a: float(np.mean(g)) for a, g in good.items()}
+  out["all"] = float(np.mean(np.logical_and.reduce(list(good.values()))))
+  return out
 
 
 def _score(logp_fn, params, batches):
@@ -78,10 +114,11 @@ def run(config, workdir: str, *, policy: str | None = None, reference: str | Non
   list_logps = _score(logp_fn, policy_params, list_batches)[:m]
   ranking = metrics.mean(metrics.ranking_accuracy(jnp.asarray(list_logps), jnp.asarray(true)))
 
-  attributes = {}
+  attributes, values = {}, {}
   for name, texts in (("policy", policy_texts), ("reference", reference_texts)):
-    attrs = task.attributes_batch(prompts, texts)
-    attributes[name] = {k: float(np.mean(v)) for k, v in attrs.items()}
+    values[name] = task.attributes_batch(prompts, texts)
+    attributes[name] = {k: float(np.mean(v)) for k, v in values[name].items()}
+  optimum = task.attributes_batch(prompts, [task.optimum(p) for p in prompts])
   summary = {
       "num_prompts": n,
       "win_rate": float(wr.rate),
@@ -89,6 +126,8 @@ def run(config, workdir: str, *, policy: str | None = None, reference: str | Non
       "mean_reward": {"policy": float(policy_rewards.mean()),
                       "reference": float(reference_rewards.mean())},
       "attributes": attributes,
+      "attribute_win_rate": attribute_win_rates(values["policy"], values["reference"]),
+      "good_fraction": {name: good_fractions(v, optimum) for name, v in values.items()},
       "kl_policy_reference": float(kl),
       "ranking_accuracy_heldout": float(ranking),
       "mean_policy_logp": float(policy_logps.mean()),

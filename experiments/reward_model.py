@@ -5,15 +5,16 @@
         --config.reward_model.labels=per_attribute] [--config.loss.name=plackett_luce]
 
 Candidate responses per prompt are the task's demonstrations (or samples of an SFT policy);
-training lists are labelled by the simulated rater over the true reward, and with
-`labels="per_attribute"` each head of the multi-head model by its attribute's true value
-(`task.attributes_batch`). The reward model (`alignment.models.reward_model`) is trained with
-`alignment.training.reward_training` and evaluated every `train.eval_every` steps on held-out
-prompts (disjoint split), whose lists of `evaluate.k` responses are labelled by the true reward:
-pairwise accuracy (`metrics.ranking_accuracy`) and exact-match list accuracy
-(`metrics.ranking_accuracy_lists`). Writes `params.msgpack`, `metrics.jsonl` (training rows and
-`heldout/*` rows), checkpoints, `eval.json` and `reward_model.png` to the workdir; a restarted run
-resumes from its last checkpoint.
+training lists are labelled by the simulated rater over the true reward (or, with
+`data.attribute`, over that attribute's true value: a scalar reward model of one attribute, whose
+held-out lists are ranked by that attribute too), and with `labels="per_attribute"` each head of
+the multi-head model by its attribute's true value (`task.attributes_batch`). The reward model
+(`alignment.models.reward_model`) is trained with `alignment.training.reward_training` and
+evaluated every `train.eval_every` steps on held-out prompts (disjoint split), whose lists of
+`evaluate.k` responses are labelled by the true reward (or `data.attribute`): pairwise accuracy
+(`metrics.ranking_accuracy`) and exact-match list accuracy (`metrics.ranking_accuracy_lists`).
+Writes `params.msgpack`, `metrics.jsonl` (training rows and `heldout/*` rows), checkpoints,
+`eval.json` and `reward_model.png` to the workdir; a restarted run resumes from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -55,11 +56,22 @@ def _check_config(config) -> None:
     raise ValueError("data.source='policy' needs data.policy (a decoder workdir or file).")
   if config.train.eval_every < 1:
     raise ValueError(f"train.eval_every must be >= 1, got {config.train.eval_every}.")
+  if config.data.attribute and config.reward_model.heads != "scalar":
+    raise ValueError(f"data.attribute={config.data.attribute!r} trains one scalar reward model of "
+                     "that attribute; set reward_model.heads='scalar'.")
 
 
 def heads_and_weights(config, task) -> tuple[list[str], list[float] | None]:
-  """The attribute of each head and the head weights (None for the scalar model)."""
+  """The attribute of each head and the head weights (None for the scalar model).
+
+  The scalar model's head is "reward" (the total reward), or `data.attribute` when set.
+  """
   attributes = list(task.weights)
+  if config.data.attribute:
+    if config.data.attribute not in task.weights:
+      raise ValueError(f"data.attribute must be '' or one of {attributes}, got "
+                       f"{config.data.attribute!r}.")
+    return [config.data.attribute], None
   if config.reward_model.heads == "attributes":
     return attributes, [float(task.weights[a]) for a in attributes]
   if config.reward_model.labels == "per_attribute" and len(attributes) > 1:
@@ -113,13 +125,14 @@ def build_split(config, task, model_config, attributes, *, split: str, num_promp
   rng = np.random.default_rng([config.seed, tasks_base.check_split(split), 2000])
   rewards, labels = generation.rate_lists(
       task, prompts, responses, rng, rater=rater, temperature=cfg.rater_temperature,
-      flip_rate=cfg.flip_rate)
+      flip_rate=cfg.flip_rate, attribute=cfg.attribute)
   arrays = preference_arrays(task, prompts, responses, labels, attributes)
   stats = {
       "split": split,
       "num_lists": len(prompts),
       "k": k,
       "rater": rater,
+      "rated": cfg.attribute or "reward",
       "mean_reward": float(rewards.mean()),
       "mean_reward_spread": float((rewards.max(-1) - rewards.min(-1)).mean()),
       "lists_all_tied": int(np.sum(np.all(labels == labels[:, :1], axis=-1))),
@@ -243,6 +256,7 @@ def run(config, workdir: str) -> dict:
   train_rows = [r for r in rows if "loss" in r]
   summary = {
       "loss": config.loss.name,
+      "attribute": config.data.attribute,
       "heads": attributes,
       "head_weights": head_weights,
       "labels": config.reward_model.labels,

@@ -38,6 +38,11 @@ def read_preferences(path: str, workdir: str) -> tuple[list[dict], dict]:
     raise ValueError(f"No usable preference lists in {path} (counts: {dict(stats.counts)}).")
   with open(os.path.join(workdir, "data_stats.json"), "w", encoding="utf-8") as f:
     json.dump(stats.to_json(), f, indent=2)
+  problems = {k: n for k, n in stats.counts.items() if k not in ("read_records", "kept_records")}
+  if problems:  # the bad-input policy dropped or repaired something: say so, not only on disk
+    print(f"[train] {path}: kept {len(records)} of {stats.counts.get('read_records', '?')} "
+          f"records ({', '.join(f'{k} {n}' for k, n in sorted(problems.items()))}; details in "
+          f"{os.path.join(workdir, 'data_stats.json')})", flush=True)
   return records, stats.to_json()
 
 

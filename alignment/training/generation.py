@@ -90,12 +90,31 @@ def sample_responses(
 
 def rate_lists(
     task, prompts: Sequence[str], responses: Sequence[Sequence[str]], rng: np.random.Generator,
-    *, rater: str, temperature: float, flip_rate: float,
+    *, rater: str, temperature: float, flip_rate: float, attribute: str = "",
 ) -> tuple[np.ndarray, np.ndarray]:
-  """True rewards `[N, K]` and the simulated rater's graded labels `[N, K]` (higher is better)."""
-  rewards = np.array(
-      [[task.reward(p, r) for r in rs] for p, rs in zip(prompts, responses)], np.float64
-  )
+  """True values `[N, K]` and the simulated rater's graded labels `[N, K]` (higher is better).
+
+  The rater sees the true reward `R = Σ_a w_a·a(y)` (`attribute=""`, the default) or one
+  attribute's true value `a(y)` (`attribute` a name of `task.weights`, e.g. "harmlessness"): a
+  rater asked about that attribute alone, as for the per-attribute reward models of *Transforming
+  and Combining Rewards for Aligning Large Language Models* (Wang et al., 2024). An unknown
+  attribute raises a ValueError naming the task's attributes.
+  """
+  if attribute:
+    if attribute not in task.weights:
+      raise ValueError(f"rate_lists: unknown attribute {attribute!r} of task {task.name!r}; "
+                       f"known: {sorted(task.weights)} (or '' for the total reward).")
+    k = len(responses[0]) if len(responses) else 0
+    if any(len(rs) != k for rs in responses):
+      raise ValueError(f"rate_lists: every list needs the same number of responses, got "
+                       f"{sorted({len(rs) for rs in responses})}.")
+    flat = task.attributes_batch([p for p in prompts for _ in range(k)],
+                                 [r for rs in responses for r in rs])[attribute]
+    rewards = np.asarray(flat, np.float64).reshape(len(prompts), k)
+  else:
+    rewards = np.array(
+        [[task.reward(p, r) for r in rs] for p, rs in zip(prompts, responses)], np.float64
+    )
   if rater == "plackett_luce":
     labels = raters.ranking_labels(
         raters.plackett_luce_ranking(rewards, rng, temperature=temperature, flip_rate=flip_rate)

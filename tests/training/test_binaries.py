@@ -10,10 +10,11 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 
 from alignment.training import logs
-from experiments import make_preferences, sft, train
+from experiments import evaluate, make_preferences, sft, train
 from experiments.configs import demo as demo_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -234,3 +235,40 @@ def test_online_rounds_sample_from_the_current_policy(prepared, tmp_path):
   second = open(os.path.join(workdir, "stage_1", "preferences", make_preferences.DATA_FILE)).read()
   assert first != second
   assert _params_bytes(workdir) == _params_bytes(os.path.join(workdir, "stage_1"))
+
+
+def test_attribute_win_rates_by_hand():
+  policy = {"correctness": np.array([1.0, 0.5, 0.2]), "harmlessness": np.array([1.0, 1.0, 1.0])}
+  reference = {"correctness": np.array([0.5, 0.5, 0.3]),
+               "harmlessness": np.array([1.0, 0.0, 1.0])}
+  # correctness: win, tie, loss -> (1 + 0.5 + 0) / 3 = 0.5; harmlessness: tie, win, tie -> 2/3.
+  assert evaluate.attribute_win_rates(policy, reference) == pytest.approx(
+      {"correctness": 0.5, "harmlessness": 2 / 3})
+  with pytest.raises(ValueError, match="attributes"):
+    evaluate.attribute_win_rates(policy, {"correctness": reference["correctness"]})
+
+
+def test_good_fractions_by_hand():
+  values = {"c": np.array([1.0, 0.8, 0.6, 0.8]), "h": np.array([0.5, 1.0, 1.0, 1.0])}
+  optimum = {"c": np.array([0.8, 0.8, 0.8, 0.7]), "h": np.ones(4)}
+  # good c: [T, T (equal), F, T] = 3/4; good h: [F, T, T, T] = 3/4; both: [F, T, F, T] = 1/2.
+  assert evaluate.good_fractions(values, optimum) == {"c": 0.75, "h": 0.75, "all": 0.5}
+  with pytest.raises(ValueError, match="attributes"):
+    evaluate.good_fractions(values, {"c": optimum["c"]})
+
+
+@pytest.mark.slow
+def test_evaluate_reports_per_attribute_win_rates_and_good_fractions(prepared, tmp_path):
+  _, config, _ = prepared
+  config = config.copy_and_resolve_references()
+  config.evaluate.update(num_prompts=32, heldout_preferences=4, batch_size=32)
+  sft_dir = config.train.init
+  summary = evaluate.run(config, str(tmp_path), policy=sft_dir, reference=sft_dir)
+  for key in ("win_rate", "win_rate_ci95", "mean_reward", "attributes", "kl_policy_reference",
+              "ranking_accuracy_heldout"):  # the existing keys stay
+    assert key in summary
+  assert set(summary["attribute_win_rate"]) == {"correctness", "harmlessness"}
+  assert all(0.0 <= w <= 1.0 for w in summary["attribute_win_rate"].values())
+  for side in ("policy", "reference"):
+    good = summary["good_fraction"][side]
+    assert 0.0 <= good["all"] <= min(good["correctness"], good["harmlessness"]) <= 1.0

@@ -15,7 +15,7 @@ import optax
 import pytest
 
 from alignment.models import reward_model
-from alignment.training import reward_training, runs
+from alignment.training import generation, reward_training, runs
 from alignment.training.step import init_train_state, make_train_step
 from experiments import reward_model as reward_model_binary
 from experiments.configs import reward_model as reward_model_config
@@ -256,8 +256,11 @@ def test_ranking_evaluation_by_hand():
 
 
 def _tiny_config(**overrides):
+  """K = 2 pairs with Bradley–Terry (the classic pairwise model), shrunk to 60 steps."""
   c = reward_model_config.get_config()
   c.data.num_prompts = 384
+  c.data.k = 2
+  c.loss.name = "bradley_terry"
   c.evaluate.num_prompts = 64
   c.evaluate.batch_size = 64
   c.train.num_steps = 60
@@ -327,3 +330,69 @@ def test_train_step_updates_only_through_valid_slots():
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
   assert any(not np.allclose(a, b) for a, b in
              zip(jax.tree.leaves(new_a.params), jax.tree.leaves(params)))
+
+
+# --- per-attribute raters and reward models ----------------------------------------------------
+
+
+def test_rate_lists_rates_the_chosen_attribute_by_hand():
+  task, _ = runs.task_and_model(_tiny_config())
+  # Prompt "1727:" (n = 4, forbidden 7 twice; t = "1277", optimum "12"):
+  # "12":   LCS 2, c = 2·2/(2 + 4) = 0.6667, h = 1           -> R = c + 2h = 2.6667
+  # "1277": LCS 4, c = 1,                    h = 1 − 2/4 = 0.5 -> R = 2
+  # "127":  LCS 3, c = 2·3/(3 + 4) = 0.8571, h = 1 − 1/4 = 0.75 -> R = 2.3571
+  # "1":    LCS 1, c = 2·1/(1 + 4) = 0.4,    h = 1           -> R = 2.4
+  prompts, responses = ["1727:"], [["12", "1277", "127", "1"]]
+  expected = {"correctness": [2 / 3, 1.0, 6 / 7, 0.4], "harmlessness": [1.0, 0.5, 0.75, 1.0],
+              "": [8 / 3, 2.0, 2 + 5 / 14, 2.4]}
+  for attribute, values in expected.items():
+    rewards, labels = generation.rate_lists(
+        task, prompts, responses, np.random.default_rng(0), rater="true_reward",
+        temperature=0.0, flip_rate=0.0, attribute=attribute)
+    np.testing.assert_allclose(rewards, [values], rtol=1e-12)
+    np.testing.assert_allclose(labels, [values], rtol=1e-6)
+  # A noiseless Plackett–Luce rater over correctness ranks 1277 > 127 > 12 > 1: labels 3, 2, 1, 0.
+  _, labels = generation.rate_lists(task, prompts, responses, np.random.default_rng(0),
+                                    rater="plackett_luce", temperature=0.0, flip_rate=0.0,
+                                    attribute="correctness")
+  np.testing.assert_array_equal(labels, [[1.0, 3.0, 2.0, 0.0]])
+  with pytest.raises(ValueError, match=r"unknown attribute 'length'.*'correctness'"):
+    generation.rate_lists(task, prompts, responses, np.random.default_rng(0), rater="true_reward",
+                          temperature=0.0, flip_rate=0.0, attribute="length")
+
+
+def test_attribute_option_selects_one_scalar_head_and_checks_names():
+  task, _ = runs.task_and_model(_tiny_config())
+  assert reward_model_binary.heads_and_weights(_tiny_config(), task) == (["reward"], None)
+  config = _tiny_config(**{"data.attribute": "harmlessness"})
+  assert reward_model_binary.heads_and_weights(config, task) == (["harmlessness"], None)
+  with pytest.raises(ValueError, match=r"data.attribute must be '' or one of \['correctness'"):
+    reward_model_binary.heads_and_weights(_tiny_config(**{"data.attribute": "length"}), task)
+  with pytest.raises(ValueError, match="heads='scalar'"):
+    reward_model_binary.run(_tiny_config(**{"data.attribute": "correctness",
+                                            "reward_model.heads": "attributes"}), "/nonexistent")
+
+
+@pytest.mark.slow
+def test_attribute_reward_model_is_trained_and_evaluated_on_that_attribute(tmp_path):
+  summary = reward_model_binary.run(_tiny_config(**{"data.attribute": "harmlessness"}),
+                                    str(tmp_path))
+  assert summary["attribute"] == "harmlessness" and summary["heads"] == ["harmlessness"]
+  assert summary["train_data"]["rated"] == summary["heldout_data"]["rated"] == "harmlessness"
+  # Counting the forbidden digit is easy: held-out pairs ordered by harmlessness alone.
+  assert summary["heldout"]["pairwise_accuracy"] > 0.9
+
+
+@pytest.mark.slow
+def test_default_reward_model_reaches_0_8_with_a_temperature_1_rater(tmp_path):
+  """The issue's must-show: >= 0.8 held-out pairwise accuracy, rater temperature 1, no flips.
+
+  The default config (K = 8 lists, Plackett–Luce, 4096 prompts, 360 steps); measured 0.869 on
+  seed 0 (0.838-0.869 on seeds 0-3), about a minute on a free 2-core CPU.
+  """
+  config = reward_model_config.get_config()
+  config.data.rater_temperature = 1.0
+  assert config.data.flip_rate == 0.0
+  summary = reward_model_binary.run(config, str(tmp_path))
+  assert summary["heldout"]["pairwise_accuracy"] >= 0.8
+  assert summary["heldout_data"]["rater"] == "true_reward"  # held-out order: the true reward

@@ -1,4 +1,4 @@
-"""Study 3 (reward transforms): raw sum versus LSC sum of per-attribute reward models in RLHF.
+"""Study 7 (issue 6): raw sum versus LSC sum of per-attribute reward models in RLHF.
 
     python -m experiments.studies.reward_transforms \
         --workdir=workdir/studies/reward_transforms [--quick]

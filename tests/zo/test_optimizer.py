@@ -79,6 +79,7 @@ def test_bad_hyper_parameters_are_reported():
     zo.zo_rank_sgd(1.0, m=1)
 
 
+@pytest.mark.slow  # an experiment binary end to end (CI: pytest -m slow)
 def test_synthetic_study_fast_smoke_run_writes_json_and_png(tmp_path):
   from experiments import zo_synthetic  # pylint: disable=import-outside-toplevel
 

@@ -6,6 +6,7 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from alignment import zo
 from alignment.zo import policy
@@ -73,6 +74,7 @@ def test_zo_rank_sgd_improves_a_linear_policy_from_return_rankings_only():
   assert float(jnp.mean(final)) > 5 * float(start), final
 
 
+@pytest.mark.slow  # an experiment binary end to end (CI: pytest -m slow)
 def test_policy_experiment_fast_smoke_run(tmp_path):
   from experiments import zo_policy  # pylint: disable=import-outside-toplevel
 

@@ -175,6 +175,7 @@ def test_bad_inputs_are_reported(model, tmp_path):
     zo_lm.run({"roundz": 3}, str(tmp_path))
 
 
+@pytest.mark.slow  # an experiment binary end to end (CI: pytest -m slow)
 def test_fast_run_raises_the_heldout_true_reward(tmp_path):
   """End to end in fast mode: short SFT, 6 rounds of m = 6 candidates, reward rises."""
   out = io.StringIO()

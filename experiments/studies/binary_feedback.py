@@ -122,13 +122,12 @@ def run(config, workdir: str, *, quick: bool = False, seeds: Sequence[int] | Non
           for b in betas},
       "runs": rows,
   }
-  common.write_json(summary, os.path.join(workdir, "binary_feedback.json"))
-  common.plot_series(
-      table, x="beta", series="objective", metrics=("win_rate", "reward_gain", "kl"),
-      title=f"Binary feedback: {len(seeds)} seed(s), {config.train.num_steps} steps",
-      path=os.path.join(workdir, "binary_feedback.png"))
-  print(common.markdown_table(table, ("objective", "data", "beta")), flush=True)
-  return summary
+  return common.finish(
+      workdir, summary, keys=("objective", "data", "beta"),
+      plot=lambda path: common.plot_series(
+          table, x="beta", series="objective", metrics=("win_rate", "reward_gain", "kl"),
+          title=f"Binary feedback: {len(seeds)} seed(s), {config.train.num_steps} steps",
+          path=path))
 
 
 if __name__ == "__main__":

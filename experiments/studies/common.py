@@ -289,6 +289,17 @@ def plot_bars(table: Sequence[dict], *, x: str, metrics: Sequence[str], title: s
   return _save(plt, fig, title, path)
 
 
+def finish(workdir: str, summary: dict, *, keys: Sequence[str], plot: Callable[[str], str],
+           metrics: Sequence[str] = METRICS) -> dict:
+  """Ends a study: writes `{study}.json` (the summary) and `{study}.png` (`plot(path)`) to the
+  workdir, prints the Markdown table of `summary["table"]`, and returns the summary."""
+  name = summary["study"]
+  write_json(summary, os.path.join(workdir, f"{name}.json"))
+  plot(os.path.join(workdir, f"{name}.png"))
+  print(markdown_table(summary["table"], keys, metrics), flush=True)
+  return summary
+
+
 def main(run_fn: Callable) -> None:
   """Runs `run_fn(config, workdir, quick=...)` as a binary: `--config`, `--workdir`, `--quick`."""
   _flags.run_main(lambda config, workdir: run_fn(config, workdir, quick=QUICK.value))

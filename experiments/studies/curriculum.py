@@ -138,13 +138,12 @@ def run(config, workdir: str, *, quick: bool = False, seeds: Sequence[int] | Non
                  for a, b in COMPARISONS if a in methods and b in methods},
       "runs": rows,
   }
-  common.write_json(summary, os.path.join(workdir, "curriculum.json"))
-  common.plot_bars(
-      table, x="method", metrics=("win_rate", "reward_gain", "kl"),
-      title=f"Curry-DPO: {len(seeds)} seed(s), {num_steps} steps, K {K}, beta {beta}",
-      path=os.path.join(workdir, "curriculum.png"))
-  print(common.markdown_table(table, ("method",)), flush=True)
-  return summary
+  return common.finish(
+      workdir, summary, keys=("method",),
+      plot=lambda path: common.plot_bars(
+          table, x="method", metrics=("win_rate", "reward_gain", "kl"),
+          title=f"Curry-DPO: {len(seeds)} seed(s), {num_steps} steps, K {K}, beta {beta}",
+          path=path))
 
 
 if __name__ == "__main__":

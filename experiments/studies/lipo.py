@@ -117,13 +117,12 @@ def run(config, workdir: str, *, quick: bool = False, seeds: Sequence[int] | Non
       "claims": claim_checks(table, ks, objectives),
       "runs": rows,
   }
-  common.write_json(summary, os.path.join(workdir, "lipo.json"))
-  common.plot_series(
-      table, x="k", series="objective", metrics=("win_rate", "reward_gain"),
-      title=f"LiPO study: {len(seeds)} seed(s), {config.train.num_steps} steps, beta {beta}",
-      path=os.path.join(workdir, "lipo.png"))
-  print(common.markdown_table(table, ("objective", "k")), flush=True)
-  return summary
+  return common.finish(
+      workdir, summary, keys=("objective", "k"),
+      plot=lambda path: common.plot_series(
+          table, x="k", series="objective", metrics=("win_rate", "reward_gain"),
+          title=f"LiPO study: {len(seeds)} seed(s), {config.train.num_steps} steps, beta {beta}",
+          path=path))
 
 
 if __name__ == "__main__":

@@ -93,13 +93,12 @@ def run(config, workdir: str, *, quick: bool = False, seeds: Sequence[int] | Non
       "degradation": degradation(table, flip_rates),
       "runs": rows,
   }
-  common.write_json(summary, os.path.join(workdir, "noisy_labels.json"))
-  common.plot_series(
-      table, x="flip_rate", series="objective", metrics=("win_rate", "reward_gain"),
-      title=f"Noisy labels: {len(seeds)} seed(s), {config.train.num_steps} steps, beta {beta}",
-      path=os.path.join(workdir, "noisy_labels.png"))
-  print(common.markdown_table(table, ("objective", "flip_rate")), flush=True)
-  return summary
+  return common.finish(
+      workdir, summary, keys=("objective", "flip_rate"),
+      plot=lambda path: common.plot_series(
+          table, x="flip_rate", series="objective", metrics=("win_rate", "reward_gain"),
+          title=f"Noisy labels: {len(seeds)} seed(s), {config.train.num_steps} steps, beta {beta}",
+          path=path))
 
 
 if __name__ == "__main__":

@@ -218,15 +218,14 @@ def run(config, workdir: str, *, quick: bool = False, seeds: Sequence[int] | Non
       "claims": claim_checks(table, steps, lr_factors),
       "runs": rows,
   }
-  common.write_json(summary, os.path.join(workdir, "ranking_accuracy.json"))
-  common.plot_series(
-      [{**r, "curve": f"{r['split']}, lr x{r['lr_factor']:g}"} for r in table], x="step",
-      series="curve",
-      metrics=("ranking_accuracy", "alignment_gap", "reward_accuracy", "flipped_fraction"),
-      title=f"Ranking accuracy under DPO: {len(seeds)} seed(s), beta {beta}",
-      path=os.path.join(workdir, "ranking_accuracy.png"))
-  print(common.markdown_table(table, KEYS, TABLE_METRICS), flush=True)
-  return summary
+  return common.finish(
+      workdir, summary, keys=KEYS, metrics=TABLE_METRICS,
+      plot=lambda path: common.plot_series(
+          [{**r, "curve": f"{r['split']}, lr x{r['lr_factor']:g}"} for r in table], x="step",
+          series="curve",
+          metrics=("ranking_accuracy", "alignment_gap", "reward_accuracy", "flipped_fraction"),
+          title=f"Ranking accuracy under DPO: {len(seeds)} seed(s), beta {beta}",
+          path=path))
 
 
 if __name__ == "__main__":

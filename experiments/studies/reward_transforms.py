@@ -243,16 +243,15 @@ def run(config, workdir: str, *, quick: bool = False, seeds: Sequence[int] | Non
       "claims": claims,
       "runs": rows,
   }
-  common.write_json(summary, os.path.join(workdir, "reward_transforms.json"))
-  common.plot_series(
-      [{**r, "curve": f"{r['setup']}: {r['transform']}"} for r in table], x="kl_mean",
-      series="curve", metrics=("good_all", *(f"win_rate_{a}" for a in attributes),
-                               "mean_reward"),
-      title=(f"Reward transforms: {len(seeds)} seed(s), {config.rlhf.num_rounds} RLHF rounds "
-             f"(x: KL to the SFT policy)"),
-      path=os.path.join(workdir, "reward_transforms.png"))
-  print(common.markdown_table(table, keys, metrics), flush=True)
-  return summary
+  return common.finish(
+      workdir, summary, keys=keys, metrics=metrics,
+      plot=lambda path: common.plot_series(
+          [{**r, "curve": f"{r['setup']}: {r['transform']}"} for r in table], x="kl_mean",
+          series="curve", metrics=("good_all", *(f"win_rate_{a}" for a in attributes),
+                                   "mean_reward"),
+          title=(f"Reward transforms: {len(seeds)} seed(s), {config.rlhf.num_rounds} RLHF rounds "
+                 f"(x: KL to the SFT policy)"),
+          path=path))
 
 
 if __name__ == "__main__":

@@ -45,34 +45,12 @@ def test_thumbs_file_reads_back_as_unpaired_records(tmp_path):
   assert train.data_layout(lists) == "listwise"
 
 
-def _fake_pipeline(monkeypatch, pairs):
-  cells = []
-
-  def train_and_evaluate(config, workdir, run, *, data, policy, info):
-    with open(data, encoding="utf-8") as f:
-      records = [json.loads(line) for line in f]
-    cells.append(dict(run=run, loss=dict(config.loss), batch_size=config.train.batch_size,
-                      reference=config.train.reference, steps=config.train.num_steps,
-                      preferences_k=config.preferences.k, records=records, **info))
-    return {**info, "seed": config.seed, **{m: float(len(cells)) for m in common.METRICS}}
-
-  def preference_lists(config, workdir, name, *, policy):
-    out = os.path.join(common.seed_dir(workdir, config.seed), f"data_{name}")
-    common.write_records(pairs, os.path.join(out, "preferences.jsonl"))
-    return pairs
-
-  monkeypatch.setattr(common, "sft_policy", lambda config, workdir: f"sft{config.seed}")
-  monkeypatch.setattr(common, "preference_lists", preference_lists)
-  monkeypatch.setattr(common, "train_and_evaluate", train_and_evaluate)
-  return cells
-
-
-def test_binary_feedback_grid_wiring(tmp_path, monkeypatch):
+def test_binary_feedback_grid_wiring(tmp_path, fake_pipeline):
   pairs = _pairs([[1, 0], [0, 1], [1, 0]], [[2, 1], [1, 2], [3, 1]])
   # A pair of identical responses: DPO's reader drops it, so the thumbs data leave it out.
   duplicate = {"prompt": "p3", "responses": ["same", "same"], "scores": [1.0, 0.0],
                "rewards": [1.0, 1.0]}
-  cells = _fake_pipeline(monkeypatch, pairs + [duplicate])
+  cells = fake_pipeline(pairs + [duplicate])
   summary = binary_feedback.run(demo.get_config(), str(tmp_path), seeds=(0, 1), betas=(0.5,))
   assert [(c["run"], c["data"]) for c in cells] == [
       ("dpo_beta0.5", "pairs"), ("kto_beta0.5", "thumbs"), ("bco_beta0.5", "thumbs")] * 2
@@ -96,8 +74,8 @@ def test_binary_feedback_grid_wiring(tmp_path, monkeypatch):
     binary_feedback.run(demo.get_config(), str(tmp_path), objectives=("kto",))
 
 
-def test_binary_feedback_full_grid_adds_the_papers_beta(tmp_path, monkeypatch):
-  cells = _fake_pipeline(monkeypatch, _pairs([[1, 0]], [[2, 1]]))
+def test_binary_feedback_full_grid_adds_the_papers_beta(tmp_path, fake_pipeline):
+  cells = fake_pipeline(_pairs([[1, 0]], [[2, 1]]))
   summary = binary_feedback.run(demo.get_config(), str(tmp_path), seeds=(0,))
   assert [(c["run"], c["loss"]["beta"]) for c in cells] == [
       ("dpo_beta0.5", 0.5), ("kto_beta0.5", 0.5), ("bco_beta0.5", 0.5),

@@ -1,7 +1,6 @@
 """Study 4 (Curry-DPO): its data builders and helpers by hand, its grid wiring with a fake
 pipeline, and the quick mode end to end (slow)."""
 
-import json
 import os
 
 import numpy as np
@@ -72,34 +71,12 @@ def test_paired_margins_by_hand():
     common.paired_margins(rows, "method", "a", "c")
 
 
-def _fake_pipeline(monkeypatch, lists):
-  """SFT, sampling and training replaced by fakes that record each cell's config and data."""
-  cells = []
-
-  def train_and_evaluate(config, workdir, run, *, data, policy, info):
-    with open(data, encoding="utf-8") as f:
-      records = [json.loads(line) for line in f]
-    cells.append(dict(run=run, loss=dict(config.loss), train=config.train.to_dict(),
-                      preferences_k=config.preferences.k, records=records, policy=policy, **info))
-    return {**info, "seed": config.seed, **{m: float(len(cells)) for m in common.METRICS}}
-
-  def preference_lists(config, workdir, name, *, policy):
-    out = os.path.join(common.seed_dir(workdir, config.seed), f"data_{name}")
-    common.write_records(lists, os.path.join(out, "preferences.jsonl"))
-    return lists
-
-  monkeypatch.setattr(common, "sft_policy", lambda config, workdir: f"sft{config.seed}")
-  monkeypatch.setattr(common, "preference_lists", preference_lists)
-  monkeypatch.setattr(common, "train_and_evaluate", train_and_evaluate)
-  return cells
-
-
-def test_curriculum_grid_wiring(tmp_path, monkeypatch):
+def test_curriculum_grid_wiring(tmp_path, fake_pipeline):
   lists = _lists([[3, 0, 2, 1], [0, 1, 3, 2]])
   # Duplicate responses are dropped as train.py drops them (the first "a" stays): one pair.
   lists.append({"prompt": "p2", "responses": ["a", "a", "b"], "scores": [2.0, 1.0, 0.0],
                 "rewards": [1.0, 1.0, 0.0]})
-  cells = _fake_pipeline(monkeypatch, lists)
+  cells = fake_pipeline(lists)
   summary = curriculum.run(demo.get_config(), str(tmp_path), seeds=(0, 1))
   assert [(c["method"], c["policy"]) for c in cells] == [
       (m, f"sft{s}") for s in (0, 1)

@@ -96,32 +96,9 @@ def test_with_overrides_copies_and_replaces_the_loss_section():
   assert (config.seed, config.train.num_steps, config.loss.beta) == (0, 300, 0.5)
 
 
-def _fake_pipeline(monkeypatch, lists):
-  """Replaces SFT, sampling and training by fakes that record each cell's config and data."""
-  cells = []
-
-  def train_and_evaluate(config, workdir, run, *, data, policy, info):
-    with open(data, encoding="utf-8") as f:
-      records = [json.loads(line) for line in f]
-    cells.append(dict(run=run, loss=dict(config.loss), reference=config.train.reference,
-                      preferences_k=config.preferences.k, records=records, policy=policy, **info))
-    return {**info, "seed": config.seed, **{m: float(len(cells)) for m in common.METRICS}}
-
-  def preference_lists(config, workdir, name, *, policy):
-    out = os.path.join(common.seed_dir(workdir, config.seed), f"data_{name}")
-    records = [{**r, "flip_rate": config.preferences.flip_rate} for r in lists]
-    common.write_records(records, os.path.join(out, "preferences.jsonl"))
-    return records
-
-  monkeypatch.setattr(common, "sft_policy", lambda config, workdir: f"sft{config.seed}")
-  monkeypatch.setattr(common, "preference_lists", preference_lists)
-  monkeypatch.setattr(common, "train_and_evaluate", train_and_evaluate)
-  return cells
-
-
-def test_lipo_grid_wiring(tmp_path, monkeypatch):
+def test_lipo_grid_wiring(tmp_path, fake_pipeline):
   lists = _records([[1, 3, 0, 2]], [[0.1, 0.3, 0.0, 0.2]])
-  cells = _fake_pipeline(monkeypatch, lists)
+  cells = fake_pipeline(lists)
   summary = lipo.run(demo.get_config(), str(tmp_path), seeds=(0, 1), ks=(2, 4),
                      objectives=("pro", "lipo_lambda"))
   assert [(c["objective"], c["k"], c["policy"]) for c in cells] == [
@@ -148,8 +125,8 @@ def test_lipo_grid_wiring(tmp_path, monkeypatch):
     lipo.run(demo.get_config(), str(tmp_path), objectives=("pro",))
 
 
-def test_lipo_shares_the_cells_that_are_one_loss_at_k2(tmp_path, monkeypatch):
-  cells = _fake_pipeline(monkeypatch, _records([[1, 3, 0, 2]], [[0.1, 0.3, 0.0, 0.2]]))
+def test_lipo_shares_the_cells_that_are_one_loss_at_k2(tmp_path, fake_pipeline):
+  cells = fake_pipeline(_records([[1, 3, 0, 2]], [[0.1, 0.3, 0.0, 0.2]]))
   summary = lipo.run(demo.get_config(), str(tmp_path), seeds=(0,), ks=(2, 4),
                      objectives=("lipo_softmax", "lipo_pair_logistic", "lipo_lambda"))
   # At K = 2 softmax is DPO_BT: its row reads the lipo_pair_logistic cell; at K = 4 it trains.
@@ -165,8 +142,10 @@ def test_lipo_shares_the_cells_that_are_one_loss_at_k2(tmp_path, monkeypatch):
       ("lipo_softmax", 4), ("lipo_pair_logistic", 4), ("lipo_lambda", 4)]
 
 
-def test_noisy_grid_wiring(tmp_path, monkeypatch):
-  cells = _fake_pipeline(monkeypatch, _records([[1, 0]], [[2.0, 1.0]]))
+def test_noisy_grid_wiring(tmp_path, fake_pipeline):
+  # Each sampled record carries the flip rate it was rated with.
+  cells = fake_pipeline(_records([[1, 0]], [[2.0, 1.0]]), records_for=lambda config, lists: [
+      {**r, "flip_rate": config.preferences.flip_rate} for r in lists])
   summary = noisy_labels.run(demo.get_config(), str(tmp_path), seeds=(0,),
                              flip_rates=(0.2, 0.0))
   # At ε = 0 cDPO and rDPO are DPO: one cell trained there and shared by all three rows.

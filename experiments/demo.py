@@ -18,15 +18,12 @@ import time
 
 
 from alignment.training import logs
-from experiments import _flags, evaluate, make_preferences, sft, train
+from experiments import _flags, _plots, evaluate, make_preferences, sft, train
 
 
 def plot_report(report: dict, workdir: str) -> str:
   """Draws the SFT loss, the preference-training curves and the evaluation summary to PNG."""
-  import matplotlib  # pylint: disable=import-outside-toplevel
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  plt = _plots.pyplot()
 
   sft_rows = logs.read_metrics(os.path.join(workdir, "sft"))
   train_rows = logs.read_metrics(os.path.join(workdir, "train"))
@@ -51,11 +48,7 @@ def plot_report(report: dict, workdir: str) -> str:
   lo, hi = ev["win_rate_ci95"]
   axes[3].set(title=f"held-out: win rate {ev['win_rate']:.3f} [{lo:.3f}, {hi:.3f}]")
   axes[3].legend()
-  fig.tight_layout()
-  path = os.path.join(workdir, "report.png")
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return path
+  return _plots.save(fig, os.path.join(workdir, "report.png"))
 
 
 def run(config, workdir: str) -> dict:

@@ -32,7 +32,7 @@ from alignment.models import reward_model
 from alignment.training import generation, logs, loop, optim, reward_training, runs, setup
 from alignment.training.checkpoint import Checkpointer
 from alignment.training.step import init_train_state, make_train_step
-from experiments import _flags
+from experiments import _flags, _plots
 
 HEADS = ("scalar", "attributes")
 SOURCES = ("demonstrations", "policy")
@@ -190,10 +190,7 @@ def train_with_evaluation(config, workdir: str, *, loss_fn, params, iterator, ev
 
 def plot(workdir: str, summary: dict) -> str:
   """Training loss and batch accuracy, and held-out accuracies over steps, to a PNG."""
-  import matplotlib  # pylint: disable=import-outside-toplevel
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  plt = _plots.pyplot()
 
   rows = logs.read_metrics(workdir)
   train_rows = [r for r in rows if "loss" in r]
@@ -215,11 +212,7 @@ def plot(workdir: str, summary: dict) -> str:
                     f"list {final['list_accuracy']:.3f}",
               xlabel="step", ylim=(0.0, 1.0))
   axes[1].legend(fontsize=8)
-  fig.tight_layout()
-  path = os.path.join(workdir, PLOT_FILE)
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return path
+  return _plots.save(fig, os.path.join(workdir, PLOT_FILE))
 
 
 def run(config, workdir: str) -> dict:

@@ -29,7 +29,7 @@ from alignment.models import reward_model, sampler as sampler_lib
 from alignment.training import generation, logs, loop, optim, reward_training, rlhf, runs, setup
 from alignment.training.checkpoint import Checkpointer
 from alignment.training.step import init_train_state, make_train_step
-from experiments import _flags, evaluate, sft
+from experiments import _flags, _plots, evaluate, sft
 
 PLOT_FILE = "rlhf.png"
 EVAL_FILE = "eval.json"  # evaluate.run's summary plus the run's, with rlhf.evaluate
@@ -179,10 +179,7 @@ def prepare_round(config, task, model_config, params, sft_params, prompts, key, 
 
 def plot(workdir: str, summary: dict | None = None) -> str:
   """True reward and KL to the SFT policy per round (and the held-out result) to a PNG."""
-  import matplotlib  # pylint: disable=import-outside-toplevel
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  plt = _plots.pyplot()
 
   rows = [r for r in logs.read_metrics(workdir) if "reward/true" in r]
   rounds = [r["step"] for r in rows]
@@ -199,11 +196,7 @@ def plot(workdir: str, summary: dict | None = None) -> str:
   if rows and "kl_sequence" in rows[0]:
     axes[1].plot(rounds, [r["kl_sequence"] for r in rows], marker="o")
   axes[1].set(title="KL(policy || SFT) per sequence (k1, the round's samples)", xlabel="round")
-  fig.tight_layout()
-  path = os.path.join(workdir, PLOT_FILE)
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return path
+  return _plots.save(fig, os.path.join(workdir, PLOT_FILE))
 
 
 def run(config, workdir: str) -> dict:

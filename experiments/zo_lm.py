@@ -47,7 +47,7 @@ import numpy as np
 from alignment import zo
 from alignment.models import transformer
 from alignment.training import generation, runs, setup
-from experiments import _flags, sft
+from experiments import _flags, _overrides, _plots, sft
 from experiments.configs import demo as demo_config
 
 FLAGS = flags.FLAGS
@@ -89,23 +89,6 @@ def get_config(fast: bool = False) -> ml_collections.ConfigDict:
     c.sft.optimizer = demo_config.optimizer(3e-3, 60, 3)
     c.zo.update(rounds=6, seeds=1, m=6, k=6, train_prompts=8, eval_prompts=48)
   return c
-
-
-def _as_config(config_or_args: Any) -> ml_collections.ConfigDict:
-  """A full config from a ConfigDict, or from a dict / flag namespace of `zo` overrides."""
-  if isinstance(config_or_args, ml_collections.ConfigDict):
-    return config_or_args
-  overrides = dict(config_or_args) if isinstance(config_or_args, dict) else {
-      name: getattr(config_or_args, name)
-      for name in ("fast",) + _OVERRIDES if hasattr(config_or_args, name)}
-  config = get_config(fast=bool(overrides.pop("fast", False)))
-  unknown = sorted(set(overrides) - set(_OVERRIDES))
-  if unknown:
-    raise ValueError(f"zo_lm.run: unknown overrides {unknown}; known: {list(_OVERRIDES)}.")
-  for name, value in overrides.items():
-    if value is not None:
-      config.zo[name] = value
-  return config
 
 
 # ------------------------------------------------------------------------------------------
@@ -294,7 +277,8 @@ def run(config_or_args: Any, workdir: str, *, input_stream: Optional[TextIO] = N
 
   `input_stream` / `output_stream` replace the terminal in interactive mode (tests).
   """
-  config = _as_config(config_or_args)
+  config = _overrides.resolve_config(config_or_args, get_config, _OVERRIDES, where="zo_lm.run",
+                                     section="zo")
   zc = config.zo
   os.makedirs(workdir, exist_ok=True)
   start = time.time()
@@ -392,9 +376,7 @@ def run(config_or_args: Any, workdir: str, *, input_stream: Optional[TextIO] = N
 
 
 def _plot(summary: dict, path: str) -> None:
-  import matplotlib  # pylint: disable=import-outside-toplevel
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  plt = _plots.pyplot()
 
   mean = np.asarray(summary["heldout_reward"]["mean"])
   std = np.asarray(summary["heldout_reward"]["std"])
@@ -414,9 +396,7 @@ def _plot(summary: dict, path: str) -> None:
   axes[1].set(xlabel="round", ylabel="held-out attribute (mean over seeds)",
               title="attributes of the reward")
   axes[1].legend()
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  _plots.save(fig, path)
 
 
 def main(argv):

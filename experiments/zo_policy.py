@@ -26,6 +26,7 @@ import numpy as np
 
 from alignment import zo
 from alignment.zo import policy
+from experiments import _overrides, _plots
 
 FLAGS = flags.FLAGS
 if __name__ == "__main__":
@@ -50,19 +51,6 @@ def get_config(fast: bool = False) -> ml_collections.ConfigDict:
   if fast:
     c.iterations, c.seeds, c.ks, c.horizon, c.eval_episodes = 3, 2, (5,), 100, 4
   return c
-
-
-def _as_config(config_or_args: Any) -> ml_collections.ConfigDict:
-  if isinstance(config_or_args, ml_collections.ConfigDict):
-    return config_or_args
-  overrides = dict(config_or_args) if isinstance(config_or_args, dict) else {
-      name: getattr(config_or_args, name)
-      for name in ("seeds", "iterations", "fast") if hasattr(config_or_args, name)}
-  config = get_config(fast=bool(overrides.pop("fast", False)))
-  for name, value in overrides.items():
-    if value is not None:
-      config[name] = value
-  return config
 
 
 def _curves(config, opt, oracle, return_fn) -> np.ndarray:
@@ -90,7 +78,8 @@ def _curves(config, opt, oracle, return_fn) -> np.ndarray:
 
 def run(config_or_args: Any, workdir: str) -> dict:
   """Runs the comparison; writes summary.json and return_vs_episodes.png; returns the summary."""
-  config = _as_config(config_or_args)
+  config = _overrides.resolve_config(config_or_args, get_config, ("seeds", "iterations"),
+                                     where="zo_policy.run")
   os.makedirs(workdir, exist_ok=True)
   start = time.time()
 
@@ -141,9 +130,7 @@ def run(config_or_args: Any, workdir: str) -> dict:
   with open(os.path.join(workdir, "summary.json"), "w") as fh:
     json.dump(summary, fh, indent=1)
 
-  import matplotlib  # pylint: disable=import-outside-toplevel
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  plt = _plots.pyplot()
   fig, ax = plt.subplots(figsize=(6.5, 4.5))
   for name, values in curves.items():
     episodes = np.arange(values.shape[1]) * config.m
@@ -154,9 +141,7 @@ def run(config_or_args: Any, workdir: str) -> dict:
   ax.set_ylabel("evaluation return (mean ± std over seeds)")
   ax.set_title(f"CartPole, linear policy, m={config.m}, μ={config.mu}, η={config.learning_rate}")
   ax.legend()
-  fig.tight_layout()
-  fig.savefig(os.path.join(workdir, "return_vs_episodes.png"), dpi=110)
-  plt.close(fig)
+  _plots.save(fig, os.path.join(workdir, "return_vs_episodes.png"))
   logging.info("%s", summary["sentence"])
   return summary
 

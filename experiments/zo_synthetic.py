@@ -31,6 +31,7 @@ import ml_collections
 import numpy as np
 
 from alignment import zo
+from experiments import _overrides, _plots
 
 FLAGS = flags.FLAGS
 if __name__ == "__main__":
@@ -63,22 +64,6 @@ def get_config(fast: bool = False) -> ml_collections.ConfigDict:
     c.ablation_budget = 40
     c.cosine_draws = 16
   return c
-
-
-def _as_config(config_or_args: Any) -> ml_collections.ConfigDict:
-  """Accepts a ConfigDict, a dict of overrides, or an object with `seeds/iterations/fast`."""
-  if isinstance(config_or_args, ml_collections.ConfigDict):
-    return config_or_args
-  if isinstance(config_or_args, dict):
-    overrides = dict(config_or_args)
-  else:
-    overrides = {name: getattr(config_or_args, name)
-                 for name in ("seeds", "iterations", "fast") if hasattr(config_or_args, name)}
-  config = get_config(fast=bool(overrides.pop("fast", False)))
-  for name, value in overrides.items():
-    if value is not None:
-      config[name] = value
-  return config
 
 
 # ------------------------------------------------------------------------------------------
@@ -231,9 +216,7 @@ def _sentence(summary) -> str:
 
 
 def _plot(curves, ablation, config, workdir):
-  import matplotlib  # pylint: disable=import-outside-toplevel
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  plt = _plots.pyplot()
 
   fig, axes = plt.subplots(1, len(curves), figsize=(6.5 * len(curves), 4.5))
   for ax, (name, methods) in zip(np.atleast_1d(axes), curves.items()):
@@ -247,9 +230,7 @@ def _plot(curves, ablation, config, workdir):
     ax.set_ylabel("f(x_t)  (mean ± std over seeds)")
     ax.set_title(f"{name}, d={config.d}, m={config.m}, μ={config.mu}")
   np.atleast_1d(axes)[0].legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(os.path.join(workdir, "objective_vs_queries.png"), dpi=110)
-  plt.close(fig)
+  _plots.save(fig, os.path.join(workdir, "objective_vs_queries.png"))
 
   fig, axes = plt.subplots(1, 2, figsize=(11, 4))
   labels = [f"m={r['m']},k={r['k']}" for r in ablation]
@@ -261,14 +242,13 @@ def _plot(curves, ablation, config, workdir):
   axes[1].set_title("mean cos(estimate, ∇f) at x_0")
   for ax in axes:
     ax.tick_params(axis="x", rotation=70, labelsize=7)
-  fig.tight_layout()
-  fig.savefig(os.path.join(workdir, "ablation.png"), dpi=110)
-  plt.close(fig)
+  _plots.save(fig, os.path.join(workdir, "ablation.png"))
 
 
 def run(config_or_args: Any, workdir: str) -> dict:
   """Runs the study, writes summary.json and the PNGs into `workdir`, returns the summary."""
-  config = _as_config(config_or_args)
+  config = _overrides.resolve_config(config_or_args, get_config, ("seeds", "iterations"),
+                                     where="zo_synthetic.run")
   os.makedirs(workdir, exist_ok=True)
   start = time.time()
   curves = _study(config)

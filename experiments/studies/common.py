@@ -29,7 +29,7 @@ import numpy as np
 
 from alignment.data import formats
 from alignment.training import setup
-from experiments import _flags, evaluate, make_preferences, sft, train
+from experiments import _flags, _plots, evaluate, make_preferences, sft, train
 
 QUICK = flags.DEFINE_bool(
     "quick", False, "Smoke-test mode: tiny stages and one seed (minutes, not an hour).")
@@ -241,28 +241,20 @@ def write_json(obj, path: str) -> str:
 
 
 def _figure(num_panels: int):
-  import matplotlib  # pylint: disable=import-outside-toplevel
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
-
-  fig, axes = plt.subplots(1, num_panels, figsize=(5.2 * num_panels, 4.0), squeeze=False)
-  return plt, fig, axes[0]
+  fig, axes = _plots.pyplot().subplots(1, num_panels, figsize=(5.2 * num_panels, 4.0),
+                                       squeeze=False)
+  return fig, axes[0]
 
 
-def _save(plt, fig, title: str, path: str) -> str:
+def _save(fig, title: str, path: str) -> str:
   fig.suptitle(title)
-  fig.tight_layout()
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
-  return path
+  return _plots.save(fig, path, dpi=100)
 
 
 def plot_series(table: Sequence[dict], *, x: str, series: str, metrics: Sequence[str],
                 title: str, path: str) -> str:
   """One panel per metric: its mean ± std over seeds against `x`, one line per `series` value."""
-  plt, fig, axes = _figure(len(metrics))
+  fig, axes = _figure(len(metrics))
   names = list(dict.fromkeys(r[series] for r in table))
   for ax, metric in zip(axes, metrics):
     for name in names:
@@ -272,13 +264,13 @@ def plot_series(table: Sequence[dict], *, x: str, series: str, metrics: Sequence
     ax.set(xlabel=x, ylabel=metric, title=metric)
     ax.grid(alpha=0.3)
   axes[0].legend(fontsize=8)
-  return _save(plt, fig, title, path)
+  return _save(fig, title, path)
 
 
 def plot_bars(table: Sequence[dict], *, x: str, metrics: Sequence[str], title: str,
               path: str) -> str:
   """One panel per metric: a bar per row of `table` (a categorical `x`), mean ± std over seeds."""
-  plt, fig, axes = _figure(len(metrics))
+  fig, axes = _figure(len(metrics))
   labels = [str(r[x]) for r in table]
   for ax, metric in zip(axes, metrics):
     ax.bar(labels, [r[f"{metric}_mean"] for r in table],
@@ -286,7 +278,7 @@ def plot_bars(table: Sequence[dict], *, x: str, metrics: Sequence[str], title: s
     ax.set(xlabel=x, ylabel=metric, title=metric)
     ax.tick_params(axis="x", labelrotation=20)
     ax.grid(alpha=0.3, axis="y")
-  return _save(plt, fig, title, path)
+  return _save(fig, title, path)
 
 
 def finish(workdir: str, summary: dict, *, keys: Sequence[str], plot: Callable[[str], str],

@@ -41,6 +41,7 @@ from typing import Sequence
 
 import numpy as np
 
+from experiments import _plots
 from experiments.studies import common, dpo_dynamics
 
 FULL = dict(seeds=(0, 1, 2, 3, 4))
@@ -230,10 +231,7 @@ def _run_summary(row: dict) -> dict:
 def plot(analyses: Sequence[dict], table: Sequence[dict], path: str) -> str:
   """Scatter of CHES and LN-CHES against the chosen change of the joint run, LN-CHES against the
   first-order single-pair change (all seeds), and the binned means of the chosen change."""
-  import matplotlib  # pylint: disable=import-outside-toplevel
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  plt = _plots.pyplot()
 
   fig, axes = plt.subplots(1, 4, figsize=(20.8, 4.2))
   for ax, (score, target) in zip(axes[:3], EFFECTS[:2] + EFFECTS[-1:]):
@@ -256,11 +254,7 @@ def plot(analyses: Sequence[dict], table: Sequence[dict], path: str) -> str:
   axes[3].grid(alpha=0.3)
   axes[3].legend(fontsize=8)
   fig.suptitle(f"Likelihood displacement vs CHES: {len(analyses)} seed(s)")
-  fig.tight_layout()
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
-  return path
+  return _plots.save(fig, path, dpi=100)
 
 
 def run(config, workdir: str, *, quick: bool = False, seeds: Sequence[int] | None = None) -> dict:

@@ -17,16 +17,17 @@ with a noisy rater, `--config.data.rater_temperature=1.0`: 0.869, 0.838, 0.868, 
 
 import ml_collections
 
+from experiments.configs import demo
 from experiments.configs.demo import optimizer
 
 
 def get_config():
+  base = demo.get_config()
   c = ml_collections.ConfigDict()
-  c.seed = 0
-  c.task = ml_collections.ConfigDict(dict(name="sorting"))
-  c.model = ml_collections.ConfigDict(
-      dict(preset="tiny", width=64, depth=2, mlp_dim=192, dtype="float32", logprob_chunk=256)
-  )
+  c.seed = base.seed
+  # The demo's task and decoder: the RLHF binary reads reward models with its model config.
+  c.task = base.task
+  c.model = base.model
   # Candidate responses: the task's mixed-quality demonstrations, or samples of a policy
   # (`source="policy"`, `policy` = an SFT workdir). Training lists are labelled by the rater
   # ("plackett_luce" over the true rewards, or "true_reward"); held-out lists by the true reward.

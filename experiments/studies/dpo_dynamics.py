@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from alignment import metrics
+from alignment.data import formats
 from alignment.models import transformer
 from alignment.training import optim, runs, setup
 from alignment.training.checkpoint import Checkpointer
@@ -83,10 +84,9 @@ def chosen_first(records: Sequence[dict]) -> list[dict]:
 
 
 def trained_mask(pairs: Sequence[dict]) -> np.ndarray:
-  """`[N]` bool: the pairs the trainer keeps, two non-empty, different responses (the default
-  bad-input policy of `alignment.data.formats` drops empty and duplicate responses)."""
-  return np.array([all(p["responses"]) and p["responses"][0] != p["responses"][1]
-                   for p in pairs])
+  """`[N]` bool: the pairs the trainer keeps, i.e. that the default bad-input policy of
+  `alignment.data.formats` (which drops empty and duplicate responses) leaves as pairs."""
+  return np.array([len(list(formats.canonicalize([p], layout="listwise"))) == 1 for p in pairs])
 
 
 def heldout_pairs(config, workdir: str, *, policy: str) -> list[dict]:

@@ -21,6 +21,18 @@ NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in a mult
 PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index in [0, num_processes).")
 
 
+def typed(config_cls, config):
+  """The recipe config `config_cls` (a frozen dataclass) from the ConfigDict `config`."""
+  from alignment.recipes.config import from_dict  # pylint: disable=import-outside-toplevel
+
+  return from_dict(config_cls, config.to_dict())
+
+
+def run_recipe(recipe) -> None:
+  """`app.run` of a binary that calls `recipe.run(typed(recipe.Config, --config), --workdir)`."""
+  run_main(lambda config, workdir: recipe.run(typed(recipe.Config, config), workdir))
+
+
 def run_main(run_fn) -> None:
   """`app.run` of a binary whose body is `run_fn(config, workdir)` (warnings-only logging)."""
   from absl import app, logging  # pylint: disable=import-outside-toplevel

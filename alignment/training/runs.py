@@ -120,6 +120,8 @@ def train_run(
     mesh_config=None,
     logical_axes: Any = None,
     export_params=lambda params: params,
+    eval_fn=None,
+    eval_every: int = 0,
 ):
   """Builds state and step, resumes from `workdir/checkpoints` if possible, trains, saves params.
 
@@ -128,6 +130,9 @@ def train_run(
   the mesh and the step is jitted with those explicit in/out shardings (the default mesh is all
   devices on the data axis). `logical_axes` gives the trainable tree's logical axes when it is
   not the decoder's parameter tree (e.g. LoRA adapters); frozen arrays are the decoder's.
+
+  `eval_fn(params) -> {name: float}` is evaluated at step 0, every `eval_every` steps and at the
+  end, and logged as `heldout/<name>` rows (`loop.train`).
 
   Returns `(state, logged_rows)`; `export_params(final params)` is written to
   `workdir/params.msgpack` (e.g. LoRA adapters merged into the base).
@@ -173,6 +178,7 @@ def train_run(
         name=name, state=state, step_fn=step_fn, frozen=frozen, iterator=iterator,
         num_steps=num_steps, checkpointer=checkpointer, writer=writer, log_every=log_every,
         on_nonfinite=on_nonfinite, kill_after_step=kill_after_step, to_device=to_device,
+        eval_fn=eval_fn, eval_every=eval_every,
     )
   finally:
     writer.close()

@@ -72,6 +72,17 @@ def from_dict(cls: type[T], data: Mapping[str, Any], *, path: str = "config",
   return cls(**kwargs)
 
 
+def to_dict(config: Any) -> Any:
+  """The nested plain mapping of a config (the inverse of `from_dict`)."""
+  if dataclasses.is_dataclass(config) and not isinstance(config, type):
+    if hasattr(config, "to_mapping"):
+      return {k: to_dict(v) for k, v in config.to_mapping().items()}
+    return {f.name: to_dict(getattr(config, f.name)) for f in dataclasses.fields(config)}
+  if isinstance(config, Mapping):
+    return {k: to_dict(v) for k, v in config.items()}
+  return config
+
+
 def select(cls: type[T], config: Any, **changes: Any) -> T:
   """The `cls` config made of the same-named fields of the (larger) config `config`, with
   `changes`; e.g. the SFT stage's config taken from the demo's."""
@@ -99,6 +110,9 @@ class Task:
     data = dict(data)
     return cls(name=data.pop("name", cls.name), options=data)
 
+  def to_mapping(self) -> dict[str, Any]:
+    return {"name": self.name, **self.options}
+
   def build(self):
     from alignment.data import tasks  # pylint: disable=import-outside-toplevel
     return tasks.get_task(self.name, **dict(self.options))
@@ -111,7 +125,9 @@ class Model:
 
   preset: str = "tiny"
   logprob_chunk: int = 256
-  overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  # The demo's tiny decoder, float32 compute on CPU (vocab_size comes from the tokenizer).
+  overrides: Mapping[str, Any] = dataclasses.field(
+      default_factory=lambda: {"width": 64, "depth": 2, "mlp_dim": 192, "dtype": "float32"})
 
   @classmethod
   def from_mapping(cls, data: Mapping[str, Any], path: str) -> "Model":
@@ -126,6 +142,9 @@ class Model:
       raise ValueError(f"{path} has unknown fields {[f'{path}.{k}' for k in unknown]}; known: "
                        f"['preset', 'logprob_chunk', {', '.join(map(repr, sorted(known)))}].")
     return cls(preset=preset, logprob_chunk=chunk, overrides=data)
+
+  def to_mapping(self) -> dict[str, Any]:
+    return {"preset": self.preset, "logprob_chunk": self.logprob_chunk, **self.overrides}
 
   def build(self, vocab_size: int):
     """The `ModelConfig` of this preset with its overrides and `vocab_size`."""
@@ -173,3 +192,12 @@ class Loss:
     """`{"name": ..., **hyper_parameters}`."""
     data = dict(data)
     return cls(name=data.pop("name", cls.name), hyper_parameters=data)
+
+  def to_mapping(self) -> dict[str, Any]:
+    return {"name": self.name, **self.hyper_parameters}
+
+
+def task_and_model(task: Task, model: Model):
+  """The task of `task` and the `ModelConfig` of `model` sized to the task's tokenizer."""
+  built = task.build()
+  return built, model.build(built.tokenizer.vocab_size)

@@ -1,10 +1,13 @@
-"""The binaries end to end on a tiny configuration: exact resume after a hard kill, clear errors.
+"""The SFT, preference, preference-training and evaluation recipes and their binaries end to end
+on a tiny configuration: exact resume after a hard kill, clear errors, curricula, meshes, LoRA,
+online rounds, evaluation.
 
 One module-scoped fixture runs a few SFT steps and samples a small preference dataset; the tests
 then train on it. A run killed with SIGKILL after step 10 and resumed must end with parameters
 bitwise identical to an uninterrupted 20-step run (data order included).
 """
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -13,8 +16,9 @@ import textwrap
 import numpy as np
 import pytest
 
+from alignment.recipes import demo, evaluation, preference_training, preferences, sft
+from alignment.recipes.config import from_dict, replace_in, select, task_and_model
 from alignment.training import logs
-from experiments import evaluate, make_preferences, sft, train
 from experiments.configs import demo as demo_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -35,20 +39,27 @@ c.train.log_every = 5
 """
 
 
-def tiny_config():
+def tiny_config() -> demo.Config:
+  """The demo's config with the overrides above, as the binaries would build it."""
   c = demo_config.get_config()
   exec(TINY_OVERRIDES, {"c": c, "optimizer": demo_config.optimizer})  # pylint: disable=exec-used
-  return c
+  return from_dict(demo.Config, c.to_dict())
+
+
+def train_config(config: demo.Config, **changes) -> preference_training.Config:
+  """The preference-training recipe's config taken from `config`, `train` fields changed."""
+  return replace_in(select(preference_training.Config, config), "train", **changes)
 
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
   root = tmp_path_factory.mktemp("binaries")
   config = tiny_config()
-  sft.run(config, str(root / "sft"))
-  make_preferences.run(config, str(root / "prefs"), policy=str(root / "sft"))
-  config.train.init = str(root / "sft")
-  config.train.data = str(root / "prefs" / make_preferences.DATA_FILE)
+  sft.run(select(sft.Config, config), str(root / "sft"))
+  prefs = preferences.run(
+      replace_in(select(preferences.Config, config), "preferences", policy=str(root / "sft")),
+      str(root / "prefs"))
+  config = replace_in(config, "train", init=str(root / "sft"), data=prefs.path)
   config_file = root / "tiny_config.py"
   body = TINY_OVERRIDES + f"c.train.init = {config.train.init!r}\nc.train.data = {config.train.data!r}\n"
   config_file.write_text(
@@ -66,7 +77,7 @@ def _params_bytes(workdir):
 def test_resume_after_hard_kill_is_bitwise_exact(prepared):
   root, config, config_file = prepared
   straight = str(root / "straight")
-  train.run(config, straight)
+  preference_training.run(train_config(config), straight)
 
   killed = str(root / "killed")
   proc = subprocess.run(
@@ -78,7 +89,7 @@ def test_resume_after_hard_kill_is_bitwise_exact(prepared):
   assert not os.path.exists(os.path.join(killed, "params.msgpack"))
   # A second kill during a later checkpoint write leaves an unfinished step behind.
   os.makedirs(os.path.join(killed, "checkpoints", "15.orbax-checkpoint-tmp-1"))
-  train.run(config, killed)
+  preference_training.run(train_config(config), killed)
 
   assert _params_bytes(killed) == _params_bytes(straight)
   resumed_rows = logs.read_metrics(killed)
@@ -90,18 +101,16 @@ def test_resume_after_hard_kill_is_bitwise_exact(prepared):
 
 def test_unknown_objective_is_a_clear_error(prepared, tmp_path):
   _, config, _ = prepared
-  config = config.copy_and_resolve_references()
-  config.loss.name = "dpoo"
+  config = replace_in(train_config(config), "loss", name="dpoo")
   with pytest.raises(KeyError, match="Unknown objective 'dpoo'. Known objectives: .*lipo_lambda"):
-    train.run(config, str(tmp_path))
+    preference_training.run(config, str(tmp_path))
 
 
 def test_pairwise_objective_on_lists_is_a_clear_error(prepared, tmp_path):
   _, config, _ = prepared
-  config = config.copy_and_resolve_references()
-  config.loss.name = "dpo"
+  config = replace_in(train_config(config), "loss", name="dpo")
   with pytest.raises(ValueError, match="pairwise but the data has lists"):
-    train.run(config, str(tmp_path))
+    preference_training.run(config, str(tmp_path))
 
 
 def test_cached_reference_logps_equal_a_reference_forward(prepared, tmp_path):
@@ -112,9 +121,9 @@ def test_cached_reference_logps_equal_a_reference_forward(prepared, tmp_path):
   from alignment.training import runs, setup  # pylint: disable=import-outside-toplevel
 
   _, config, _ = prepared
-  task, model_config = runs.task_and_model(config)
+  task, model_config = task_and_model(config.task, config.model)
   params = setup.load_params(runs.init_model(model_config, 0), config.train.init)
-  records, _ = train.read_preferences(config.train.data, str(tmp_path))
+  records, _ = preference_training.read_preferences(config.train.data, str(tmp_path))
   logp_fn = setup.logp_fn(model_config, chunk_size=config.model.logprob_chunk)
   with_ref = runs.attach_reference_logps(
       records, task, logp_fn, params, list_size=4, batch_size=16, cache_dir=str(tmp_path))
@@ -128,23 +137,33 @@ def test_cached_reference_logps_equal_a_reference_forward(prepared, tmp_path):
 def test_curry_dpo_curriculum_refreshes_the_reference(prepared, tmp_path):
   import glob  # pylint: disable=import-outside-toplevel
 
-  import numpy as np  # pylint: disable=import-outside-toplevel
-
   from alignment.training import runs, setup  # pylint: disable=import-outside-toplevel
 
+  import jax  # pylint: disable=import-outside-toplevel
+
   _, config, _ = prepared
-  config = config.copy_and_resolve_references()
-  config.loss.name, config.loss.beta = "dpo", 0.1
-  config.train.curriculum, config.train.num_steps = "rank", 6
+  config = replace_in(train_config(config, curriculum="rank", num_steps=6), "loss", name="dpo",
+                      hyper_parameters={"beta": 0.1})
   workdir = str(tmp_path / "curry")
-  final = train.run(config, workdir)
-  records, _ = train.read_preferences(config.train.data, str(tmp_path))
-  stages = train.curriculum_stages(records, "rank")
+  final = preference_training.run(config, workdir)
+  records, _ = preference_training.read_preferences(config.train.data, str(tmp_path))
+  stages = preference_training.curriculum_stages(records, "rank")
   assert len(stages) == 3  # K = 4: rejected response at rank 4, 3, 2
-  # Stage 0 pairs the best with the worst response: the largest rating gaps come first.
-  assert all(r["scores"] == [1.0, 0.0] for s in stages for r in s)
+  # Stage s pairs each list's best response with its response ranked K - s (stage 0: the worst).
+  by_prompt = {r["prompt"]: r for r in records}
+  for s, stage in enumerate(stages):
+    gaps = []
+    for pair in stage:
+      source = by_prompt[pair["prompt"]]
+      scores = np.asarray(source["scores"])
+      order = np.argsort(-scores, kind="stable")
+      assert pair["responses"][0] == source["responses"][order[0]]
+      assert pair["responses"][1] == source["responses"][order[len(order) - 1 - s]]
+      assert pair["scores"] == [1.0, 0.0]
+      gaps.append(scores[order[0]] - scores[order[len(order) - 1 - s]])
+    assert gaps == sorted(gaps, reverse=True)  # easy (large gap) to hard within a stage
   assert _params_bytes(workdir) == _params_bytes(os.path.join(workdir, "stage_2"))
-  task, model_config = runs.task_and_model(config)
+  task, model_config = task_and_model(config.task, config.model)
   template = runs.init_model(model_config, 0)
   stage0 = setup.load_params(template, os.path.join(workdir, "stage_0"))
   logp_fn = setup.logp_fn(model_config, chunk_size=config.model.logprob_chunk)
@@ -154,7 +173,11 @@ def test_curry_dpo_curriculum_refreshes_the_reference(prepared, tmp_path):
   (cached,) = glob.glob(os.path.join(workdir, "stage_1", "ref_cache", "*.npy"))
   np.testing.assert_allclose(
       np.load(cached), np.array([r["ref_logps"] for r in expected]), atol=1e-5, rtol=0)
-  assert final is not None
+  # The returned parameters are the last stage's, also written to the workdir.
+  stage2 = setup.load_params(template, os.path.join(workdir, "stage_2"))
+  for a, b in zip(jax.tree.leaves(final.params), jax.tree.leaves(stage2)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  assert final.params_path == os.path.join(workdir, "params.msgpack")
 
 
 @pytest.mark.parametrize("strategy,shape", [("dp", "data=4"), ("fsdp", "fsdp=4")])
@@ -171,10 +194,10 @@ def test_training_on_four_simulated_devices_matches_one(prepared, tmp_path, stra
   root, config, config_file = prepared
   single = str(root / "single5")
   if not os.path.exists(os.path.join(single, "params.msgpack")):
-    config = config.copy_and_resolve_references()
-    config.train.num_steps = 5
-    config.train.optimizer.name = "sgd"
-    train.run(config, single)
+    config = train_config(config, num_steps=5)
+    config = replace_in(config, "train", optimizer=dataclasses.replace(
+        config.train.optimizer, name="sgd"))
+    preference_training.run(config, single)
   axis, size = shape.split("=")
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
              JAX_PLATFORMS="cpu")
@@ -201,11 +224,11 @@ def test_lora_trains_adapters_only_with_the_base_as_reference(prepared, tmp_path
   from alignment.training import runs, setup  # pylint: disable=import-outside-toplevel
 
   _, config, _ = prepared
-  config = config.copy_and_resolve_references()
-  config.train.lora.rank, config.train.reference, config.train.num_steps = 4, "lora", 5
+  config = train_config(config, reference="lora", num_steps=5,
+                        lora=preference_training.Lora(rank=4))
   workdir = str(tmp_path / "lora")
-  merged = train.run(config, workdir)
-  _, model_config = runs.task_and_model(config)
+  merged = preference_training.run(config, workdir).params
+  _, model_config = task_and_model(config.task, config.model)
   base = setup.load_params(runs.init_model(model_config, 0), config.train.init)
   delta = jax.tree.map(lambda a, b: float(np.abs(np.asarray(a) - np.asarray(b)).max()),
                        merged, base)
@@ -222,53 +245,53 @@ def test_lora_trains_adapters_only_with_the_base_as_reference(prepared, tmp_path
 
 def test_online_rounds_sample_from_the_current_policy(prepared, tmp_path):
   _, config, _ = prepared
-  config = config.copy_and_resolve_references()
-  config.train.online_rounds, config.train.num_steps = 2, 4
+  config = train_config(config, online_rounds=2, num_steps=4)
   workdir = str(tmp_path / "online")
-  train.run(config, workdir)
+  preference_training.run(config, workdir)
   for i in (0, 1):
     stage = os.path.join(workdir, f"stage_{i}")
-    assert os.path.exists(os.path.join(stage, "preferences", make_preferences.DATA_FILE))
+    assert os.path.exists(os.path.join(stage, "preferences", preferences.DATA_FILE))
     assert [r["step"] for r in logs.read_metrics(stage)] == [2]
   # Round 1's lists were sampled from round 0's policy, not from the SFT policy.
-  first = open(os.path.join(workdir, "stage_0", "preferences", make_preferences.DATA_FILE)).read()
-  second = open(os.path.join(workdir, "stage_1", "preferences", make_preferences.DATA_FILE)).read()
+  first = open(os.path.join(workdir, "stage_0", "preferences", preferences.DATA_FILE)).read()
+  second = open(os.path.join(workdir, "stage_1", "preferences", preferences.DATA_FILE)).read()
   assert first != second
   assert _params_bytes(workdir) == _params_bytes(os.path.join(workdir, "stage_1"))
 
 
-def test_attribute_win_rates_by_hand():
-  policy = {"correctness": np.array([1.0, 0.5, 0.2]), "harmlessness": np.array([1.0, 1.0, 1.0])}
-  reference = {"correctness": np.array([0.5, 0.5, 0.3]),
-               "harmlessness": np.array([1.0, 0.0, 1.0])}
-  # correctness: win, tie, loss -> (1 + 0.5 + 0) / 3 = 0.5; harmlessness: tie, win, tie -> 2/3.
-  assert evaluate.attribute_win_rates(policy, reference) == pytest.approx(
-      {"correctness": 0.5, "harmlessness": 2 / 3})
-  with pytest.raises(ValueError, match="attributes"):
-    evaluate.attribute_win_rates(policy, {"correctness": reference["correctness"]})
-
-
-def test_good_fractions_by_hand():
-  values = {"c": np.array([1.0, 0.8, 0.6, 0.8]), "h": np.array([0.5, 1.0, 1.0, 1.0])}
-  optimum = {"c": np.array([0.8, 0.8, 0.8, 0.7]), "h": np.ones(4)}
-  # good c: [T, T (equal), F, T] = 3/4; good h: [F, T, T, T] = 3/4; both: [F, T, F, T] = 1/2.
-  assert evaluate.good_fractions(values, optimum) == {"c": 0.75, "h": 0.75, "all": 0.5}
-  with pytest.raises(ValueError, match="attributes"):
-    evaluate.good_fractions(values, {"c": optimum["c"]})
-
-
 @pytest.mark.slow
-def test_evaluate_reports_per_attribute_win_rates_and_good_fractions(prepared, tmp_path):
+def test_evaluation_of_a_policy_against_itself(prepared, tmp_path):
+  """Policy = reference: KL exactly 0, a win rate whose interval holds 1/2, and per-attribute
+  win rates and good fractions equal to numpy over the same samples drawn again."""
+  import jax  # pylint: disable=import-outside-toplevel
+
+  from alignment.training import generation, runs, setup  # pylint: disable=import-outside-toplevel
+
   _, config, _ = prepared
-  config = config.copy_and_resolve_references()
-  config.evaluate.update(num_prompts=32, heldout_preferences=4, batch_size=32)
   sft_dir = config.train.init
-  summary = evaluate.run(config, str(tmp_path), policy=sft_dir, reference=sft_dir)
-  for key in ("win_rate", "win_rate_ci95", "mean_reward", "attributes", "kl_policy_reference",
-              "ranking_accuracy_heldout"):  # the existing keys stay
-    assert key in summary
-  assert set(summary["attribute_win_rate"]) == {"correctness", "harmlessness"}
-  assert all(0.0 <= w <= 1.0 for w in summary["attribute_win_rate"].values())
-  for side in ("policy", "reference"):
-    good = summary["good_fraction"][side]
-    assert 0.0 <= good["all"] <= min(good["correctness"], good["harmlessness"]) <= 1.0
+  config = replace_in(select(evaluation.Config, config), "evaluate", num_prompts=32,
+                      heldout_preferences=4, batch_size=32, policy=sft_dir, reference=sft_dir)
+  summary = evaluation.run(config, str(tmp_path))
+  assert summary["kl_policy_reference"] == 0.0
+  low, high = summary["win_rate_ci95"]
+  assert low <= 0.5 <= high
+
+  task, model_config = task_and_model(config.task, config.model)
+  params = setup.load_params(runs.init_model(model_config, 0), sft_dir)
+  prompts = task.prompts("heldout", 32, seed=config.seed)
+  key = jax.random.key(config.seed + 777)
+  texts = [
+      [r[0] for r in generation.sample_responses(
+          model_config, params, task.tokenizer, prompts, k, num_samples=1,
+          max_prompt_length=task.max_prompt_length + 1,
+          max_new_tokens=task.max_response_length + 1, temperature=1.0, batch_size=32)[0]]
+      for k in (key, jax.random.fold_in(key, 1))]
+  policy, reference = (task.attributes_batch(prompts, t) for t in texts)
+  optimum = task.attributes_batch(prompts, [task.optimum(p) for p in prompts])
+  for a in policy:
+    wins = np.mean((policy[a] > reference[a]) + 0.5 * (policy[a] == reference[a]))
+    assert summary["attribute_win_rate"][a] == pytest.approx(wins)
+    assert summary["good_fraction"]["policy"][a] == pytest.approx(
+        np.mean(policy[a] >= optimum[a] - 1e-9))
+  both = np.logical_and.reduce([policy[a] >= optimum[a] - 1e-9 for a in policy])
+  assert summary["good_fraction"]["policy"]["all"] == pytest.approx(np.mean(both))

@@ -67,7 +67,7 @@ def _peak_rss_bytes() -> int:
 
 
 def make_batch(vocab_size: int, *, pairs: int, length: int, seed: int = 0) -> dict:
-  """A DPO batch in the layout of docs/interfaces.md §2 (`[pairs, 2, length]`, no padding).
+  """A DPO batch in the layout of docs/interfaces.md#batches (`[pairs, 2, length]`, no padding).
 
   Prompt = the first `length // 4` tokens (shared by chosen and rejected), completion = the rest.
   `ref_logps` are random around a uniform model's log-probs (`−n·log V`), so that the DPO

@@ -11,7 +11,7 @@ backward, AdamW; `benchmarks.dpo_step.train_step`) learn from exactly that infor
   `alignment.models.prefix.prefix_shared_logps`: one row `[prompt | resp_1 | ... | resp_K]` per
   prompt, the prompt encoded once;
 - pairwise: DPO on the K·(K−1)/2 pairs per prompt, stored as a pairwise dataset stores them
-  (docs/interfaces.md §2: `[prompts·28, 2, P + R]`, each row `[prompt, response]`), scored by
+  (docs/interfaces.md#batches: `[prompts·28, 2, P + R]`, each row `[prompt, response]`), scored by
   `alignment.models.logprobs.sequence_logps`.
 
 Reported per side: median step time, XLA FLOPs of the step (single LM-head tile program, see
@@ -40,7 +40,7 @@ def make_data(vocab_size: int, *, prompts: int, k: int, prompt_length: int,
 
   Listwise keys: `prompt_tokens [B, P]`, `prompt_lengths [B]`, `response_tokens [B, K, R]`,
   `response_mask`, `labels [B, K]` (a permutation of 0..K−1), `where`, `ref_logps [B, K]`.
-  Pairwise: docs/interfaces.md §2 with `B·K(K−1)/2` pairs, slot 0 the better-graded response,
+  Pairwise: docs/interfaces.md#batches with `B·K(K−1)/2` pairs, slot 0 the better-graded response,
   and the same reference log-probs.
   """
   rng = np.random.default_rng(seed)

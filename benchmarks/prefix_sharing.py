@@ -5,7 +5,7 @@ r"""Prefix-shared vs independent scoring of K responses per prompt: time and XLA
 
 For each K, three methods compute the same `[B, K]` summed response log-probs (checked):
 - `sequence_logps`: the standard path without prefix sharing: `B·K` rows `[prompt, response_k]`
-  of `P + R` tokens (docs/interfaces.md §2 layout) through `logprobs.sequence_logps`, whose
+  of `P + R` tokens (docs/interfaces.md#batches layout) through `logprobs.sequence_logps`, whose
   chunked LM head runs on every position of every row (prompt positions included, then masked);
 - `gathered`: the same `B·K` rows, but the chunked LM head only on the `R` response-predicting
   positions of each row (the strongest independent baseline: it isolates the decoder's cost);

@@ -196,7 +196,7 @@ def data_rows(quick: bool, device: str) -> list[Row]:
   from alignment.models import transformer  # pylint: disable=g-import-not-at-top
   from benchmarks import data_pipeline  # pylint: disable=g-import-not-at-top
   from benchmarks import dpo_step  # pylint: disable=g-import-not-at-top
-  from experiments.configs import demo  # pylint: disable=g-import-not-at-top
+  from alignment.recipes import demo  # pylint: disable=g-import-not-at-top
   records, batches, steps = (64, 5, 1) if quick else (4096, 200, 20)
   batch_size = 16
   source = data_pipeline.demo_records(records)
@@ -212,8 +212,8 @@ def data_rows(quick: bool, device: str) -> list[Row]:
   batch = dict(batch)
   batch["ref_logps"] = np.random.default_rng(0).normal(-30.0, 3.0, batch["labels"].shape).astype(
       np.float32)
-  cfg = demo.get_config()
-  config = setup.model_config(cfg.model, tokenizer.vocab_size)
+  cfg = demo.Config()
+  config = cfg.model.build(tokenizer.vocab_size)
   params = jax.jit(transformer.init_params, static_argnums=0)(config, jax.random.key(0))
   logp = setup.logp_fn(config, chunk_size=cfg.model.logprob_chunk)
   step, state = dpo_step.train_step(cfg.loss.name, logp, params)

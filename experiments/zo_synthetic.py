@@ -1,286 +1,40 @@
-r"""ZO-RankSGD synthetic study (ALGORITHMS.md §7.5): Rosenbrock and a low-rank quadratic, d = 100.
-
-All methods start from the same `x_0 ~ N(0, I_d)` per seed, make m = 10 queries per iteration
-and (except GLD and CMA-ES, which choose their own steps) take unit-length steps (η = 1 along
-a normalised direction); μ = 0.1; 100 iterations; 10 seeds, vectorised over seeds with `vmap`.
-Writes to `--workdir`: `summary.json` (final objective mean ± std per method and function, the
-(m, k) ablation, a one-sentence comparison), `objective_vs_queries.png` and `ablation.png`.
+r"""ZO-RankSGD against value-based and sign ZO, GLD and CMA-ES on Rosenbrock and a low-rank
+quadratic (d = 100): the recipe `alignment.recipes.zo_synthetic` (protocol and figures in
+`docs/zo.md`). Writes `summary.json`, `objective_vs_queries.png` and `ablation.png`.
 
   python -m experiments.zo_synthetic --workdir=/tmp/zo_synthetic           # full (minutes)
   python -m experiments.zo_synthetic --workdir=/tmp/zo_synthetic --fast    # smoke run
+
+`--seeds` and `--iterations` override the sizes of the study (or of `--fast`). This binary takes
+these flags instead of `--config`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
-if __name__ == "__main__":
-  # Before numpy loads: multi-threaded BLAS inside `cma` oversubscribes a small shared CPU
-  # (measured 10x slower CMA-ES iterations); this process needs one BLAS thread.
-  os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+from absl import flags
 
-import functools
-import json
-import time
-from typing import Any, Callable
-
-from absl import app, flags, logging
-import jax
-import jax.numpy as jnp
-import ml_collections
-import numpy as np
-
-from alignment import zo
-from experiments import _overrides, _plots
+from alignment.recipes import zo_synthetic
+from experiments import _flags
 
 FLAGS = flags.FLAGS
-if __name__ == "__main__":
-  flags.DEFINE_string("workdir", None, "Output directory.", required=True)
-  flags.DEFINE_integer("seeds", 10, "Number of seeds.")
-  flags.DEFINE_integer("iterations", 100, "Iterations per run.")
-  flags.DEFINE_bool("fast", False, "Tiny smoke run (2 seeds, few iterations, small ablation).")
 
 
-def get_config(fast: bool = False) -> ml_collections.ConfigDict:
-  """The protocol of ALGORITHMS.md §7.5 (`fast`: a smoke-test size)."""
-  c = ml_collections.ConfigDict()
-  c.d = 100
-  c.m = 10
-  c.ks = (1, 3, 5, 9, 10)
-  c.mu = 0.1
-  c.learning_rate = 1.0
-  c.iterations = 100
-  c.seeds = 10
-  c.functions = ("rosenbrock", "low_rank_quadratic")
-  # (m, k) ablation on Rosenbrock at an equal budget of queries.
-  c.ablation_ms = (2, 5, 10, 20)
-  c.ablation_budget = 1000
-  c.cosine_draws = 256
-  if fast:
-    c.iterations = 5
-    c.seeds = 2
-    c.ks = (1, 9)
-    c.ablation_ms = (2, 10)
-    c.ablation_budget = 40
-    c.cosine_draws = 16
-  return c
-
-
-# ------------------------------------------------------------------------------------------
-# Problems: f(x, params); params are per seed so that everything vmaps over seeds.
-
-
-def _rosenbrock(x, params):
-  del params
-  return zo.rosenbrock(x)
-
-
-def _quadratic(x, params):
-  return zo.low_rank_quadratic(x, *params)
-
-
-def _problem(name: str, key: jax.Array, d: int):
-  if name == "rosenbrock":
-    return _rosenbrock, jnp.zeros(())
-  if name == "low_rank_quadratic":
-    return _quadratic, zo.sample_low_rank_quadratic(key, d)
-  raise ValueError(f"unknown function {name!r}")
-
-
-def _methods(config) -> dict[str, tuple[zo.ZeroOrderOptimizer, Callable]]:
-  """name -> (optimizer, make_oracle(f)); ZO-RankSGD sees rankings only."""
-  eta, m, mu = config.learning_rate, config.m, config.mu
-  methods = {}
-  for k in config.ks:
-    methods[f"zo_rank_sgd_k{k}"] = (
-        zo.zo_rank_sgd(eta, m=m, mu=mu),
-        functools.partial(lambda f, k_: zo.exact_oracle(f, k=k_), k_=k))
-  methods["zo_sgd"] = (zo.zo_sgd(eta, m=m, mu=mu), lambda f: f)
-  methods["comparison_zo"] = (zo.comparison_zo(eta, m=m, mu=mu), lambda f: f)
-  methods["gld"] = (zo.gld(m=m), lambda f: f)
-  methods["normalized_gd"] = (zo.normalized_gd(eta), lambda f: f)
-  return methods
-
-
-def _trajectories(opt, make_oracle, f, params, x0s, keys, iterations):
-  """`[seeds, iterations + 1]` objective values f(x_t), vmapped over seeds."""
-
-  def one(x0, key, p):
-    objective = functools.partial(f, params=p)
-    oracle = make_oracle(objective)
-
-    def body(carry, _):
-      x, key = carry
-      x, key, _ = opt.step(x, key, oracle)
-      return (x, key), objective(x)
-
-    _, values = jax.lax.scan(body, (x0, key), None, length=iterations)
-    return jnp.concatenate([objective(x0)[None], values])
-
-  return np.asarray(jax.jit(jax.vmap(one))(x0s, keys, params))
-
-
-def _seed_setup(config, name):
-  """Per seed: x_0, the problem's params and a method key (shared by all methods)."""
-  seeds = jnp.arange(config.seeds)
-  keys = jax.vmap(jax.random.PRNGKey)(seeds)
-  x_keys, p_keys, m_keys = jnp.moveaxis(jax.vmap(lambda k: jax.random.split(k, 3))(keys), 1, 0)
-  x0s = jax.vmap(lambda k: jax.random.normal(k, (config.d,), jnp.float32))(x_keys)
-  f, _ = _problem(name, p_keys[0], config.d)
-  params = jax.vmap(lambda k: _problem(name, k, config.d)[1])(p_keys)
-  return f, params, x0s, m_keys
-
-
-def _stats(values: np.ndarray) -> dict[str, float]:
-  final = values[:, -1]
-  return {"final_mean": float(final.mean()), "final_std": float(final.std()),
-          "start_mean": float(values[:, 0].mean()),
-          "final_over_start_max": float(np.max(final / values[:, 0])),
-          "final_per_seed": final.tolist()}
-
-
-def _study(config) -> dict[str, dict[str, np.ndarray]]:
-  """All methods on all functions: name -> method -> `[seeds, iterations + 1]`."""
-  curves = {}
-  for name in config.functions:
-    f, params, x0s, keys = _seed_setup(config, name)
-    curves[name] = {}
-    for method, (opt, make_oracle) in _methods(config).items():
-      start = time.time()
-      curves[name][method] = _trajectories(opt, make_oracle, f, params, x0s, keys,
-                                           config.iterations)
-      logging.info("%s / %s: final %.4g (%.1fs)", name, method,
-                   curves[name][method][:, -1].mean(), time.time() - start)
-    start = time.time()
-    cma_values = []
-    for s in range(config.seeds):
-      p_s = jax.tree_util.tree_map(lambda a, s=s: a[s], params)
-      cma_values.append(zo.cma_es(functools.partial(f, params=p_s), x0s[s], popsize=config.m,
-                                  sigma0=config.mu, iterations=config.iterations,
-                                  seed=s)["values"])
-    curves[name]["cma_es"] = np.stack(cma_values)
-    logging.info("%s / cma_es: final %.4g (%.1fs)", name, curves[name]["cma_es"][:, -1].mean(),
-                 time.time() - start)
-  return curves
-
-
-def _cosine(objective, x0, *, m: int, k: int, mu: float, draws: int) -> float:
-  """Mean cosine between the rank estimate and ∇f(x0) over `draws` estimates."""
-  grad = jax.grad(objective)(x0)
-  oracle = zo.exact_oracle(objective, k=k)
-
-  def cos(key):
-    g, _ = zo.rank_grad_estimate(x0, key, oracle, m=m, mu=mu)
-    return g @ grad / (jnp.linalg.norm(g) * jnp.linalg.norm(grad) + 1e-30)
-
-  keys = jax.random.split(jax.random.PRNGKey(1234), draws)
-  return float(jnp.mean(jax.jit(jax.vmap(cos))(keys)))
-
-
-def _ablation(config) -> list[dict[str, float]]:
-  """(m, k) grid on Rosenbrock at an equal query budget (iterations = budget // m)."""
-  f, params, x0s, keys = _seed_setup(config, "rosenbrock")
-  rows = []
-  for m in config.ablation_ms:
-    for k in sorted({1, max(1, m // 2), m - 1, m}):
-      iterations = config.ablation_budget // m
-      opt = zo.zo_rank_sgd(config.learning_rate, m=m, mu=config.mu)
-      values = _trajectories(opt, lambda fn, k_=k: zo.exact_oracle(fn, k=k_), f, params, x0s,
-                             keys, iterations)
-      rows.append({"m": m, "k": k, "iterations": iterations,
-                   "final_mean": float(values[:, -1].mean()),
-                   "final_std": float(values[:, -1].std()),
-                   "cosine_with_gradient": _cosine(
-                       functools.partial(f, params=params[0]), x0s[0], m=m, k=k,
-                       mu=config.mu, draws=config.cosine_draws)})
-      logging.info("ablation m=%d k=%d: %s", m, k, rows[-1])
-  return rows
-
-
-def _sentence(summary) -> str:
-  parts = []
-  for name, methods in summary["functions"].items():
-    best_k = min((mth for mth in methods if mth.startswith("zo_rank_sgd")),
-                 key=lambda mth: methods[mth]["final_mean"])
-    rank, value, cma = methods[best_k], methods["zo_sgd"], methods["cma_es"]
-
-    def verdict(other, rank=rank):
-      return "lower than" if rank["final_mean"] < other["final_mean"] else "higher than"
-
-    parts.append(
-        f"on {name}, ZO-RankSGD ({best_k.split('_')[-1]}, rankings only) ends at "
-        f"{rank['final_mean']:.4g} ± {rank['final_std']:.3g}, {verdict(value)} value-based "
-        f"ZO-SGD ({value['final_mean']:.4g} ± {value['final_std']:.3g}) and {verdict(cma)} "
-        f"CMA-ES ({cma['final_mean']:.4g} ± {cma['final_std']:.3g})")
-  return ("With equal query budgets (m = 10 per iteration) " + "; ".join(parts) + ".")
-
-
-def _plot(curves, ablation, config, workdir):
-  plt = _plots.pyplot()
-
-  fig, axes = plt.subplots(1, len(curves), figsize=(6.5 * len(curves), 4.5))
-  for ax, (name, methods) in zip(np.atleast_1d(axes), curves.items()):
-    for method, values in methods.items():
-      queries = np.arange(values.shape[1]) * config.m
-      mean, std = values.mean(0), values.std(0)
-      ax.plot(queries, mean, label=method, lw=1.2)
-      ax.fill_between(queries, mean - std, mean + std, alpha=0.15)
-    ax.set_yscale("log" if name == "rosenbrock" else "symlog")
-    ax.set_xlabel("oracle queries")
-    ax.set_ylabel("f(x_t)  (mean ± std over seeds)")
-    ax.set_title(f"{name}, d={config.d}, m={config.m}, μ={config.mu}")
-  np.atleast_1d(axes)[0].legend(fontsize=7)
-  _plots.save(fig, os.path.join(workdir, "objective_vs_queries.png"))
-
-  fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-  labels = [f"m={r['m']},k={r['k']}" for r in ablation]
-  axes[0].bar(labels, [r["final_mean"] for r in ablation],
-              yerr=[r["final_std"] for r in ablation])
-  axes[0].set_yscale("log")
-  axes[0].set_title(f"Rosenbrock final f, budget {config.ablation_budget} queries")
-  axes[1].bar(labels, [r["cosine_with_gradient"] for r in ablation])
-  axes[1].set_title("mean cos(estimate, ∇f) at x_0")
-  for ax in axes:
-    ax.tick_params(axis="x", rotation=70, labelsize=7)
-  _plots.save(fig, os.path.join(workdir, "ablation.png"))
-
-
-def run(config_or_args: Any, workdir: str) -> dict:
-  """Runs the study, writes summary.json and the PNGs into `workdir`, returns the summary."""
-  config = _overrides.resolve_config(config_or_args, get_config, ("seeds", "iterations"),
-                                     where="zo_synthetic.run")
-  os.makedirs(workdir, exist_ok=True)
-  start = time.time()
-  curves = _study(config)
-  ablation = _ablation(config)
-  summary = {
-      "config": config.to_dict(),
-      "functions": {name: {method: _stats(values) for method, values in methods.items()}
-                    for name, methods in curves.items()},
-      "ablation": ablation,
-  }
-  if "rosenbrock" in curves and f"zo_rank_sgd_k{config.m - 1}" in curves["rosenbrock"]:
-    ratios = curves["rosenbrock"][f"zo_rank_sgd_k{config.m - 1}"]
-    ratios = ratios[:, -1] / ratios[:, 0]
-    summary["rosenbrock_k_m_minus_1_final_over_start"] = ratios.tolist()
-    summary["rosenbrock_k_m_minus_1_below_5pct_every_seed"] = bool(np.all(ratios < 0.05))
-  summary["sentence"] = _sentence(summary)
-  summary["runtime_s"] = time.time() - start
-  with open(os.path.join(workdir, "summary.json"), "w") as fh:
-    json.dump(summary, fh, indent=1)
-  _plot(curves, ablation, config, workdir)
-  logging.info("%s", summary["sentence"])
-  return summary
-
-
-def main(argv):
-  del argv
-  overrides = {"fast": FLAGS.fast}
-  for name in ("seeds", "iterations"):
-    if FLAGS[name].present or not FLAGS.fast:  # --fast keeps its sizes unless overridden
-      overrides[name] = FLAGS[name].value
-  run(overrides, FLAGS.workdir)
+def main(config_dict, workdir: str) -> None:
+  del config_dict  # the study's config comes from the flags of this binary
+  config = zo_synthetic.fast_config() if FLAGS.fast else zo_synthetic.Config()
+  sizes = {name: FLAGS[name].value for name in ("seeds", "iterations")
+           if FLAGS[name].value is not None}
+  zo_synthetic.run(dataclasses.replace(config, **sizes), workdir)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  # One BLAS thread, set before numpy's first use: multi-threaded BLAS inside `cma`
+  # oversubscribes a small shared CPU (measured 10x slower CMA-ES iterations).
+  os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+  flags.DEFINE_bool("fast", False, "Tiny smoke run (2 seeds, 5 iterations, small ablation).")
+  flags.DEFINE_integer("seeds", None, "Number of seeds (default: the study's).")
+  flags.DEFINE_integer("iterations", None, "Iterations per run (default: the study's).")
+  _flags.run_main(main)

@@ -1,7 +1,7 @@
 """Writes a SLURM batch script for a multi-node GPU run of a binary and submits it (`sbatch`).
 
     python -m launch_tpu.slurm --nodes=2 --gpus_per_node=8 --partition=gpu \
-        --script=/tmp/dpo1.sbatch --dry_run -- experiments.train --workdir=/shared/dpo1
+        --script=/tmp/dpo1.sbatch --dry_run -- experiments.train --workdir=/nfs/dpo1
 
 The script comes from `slurm_gpu.sbatch`. With `--dry_run` it prints the script, then the
 `sbatch` command, and writes and submits nothing.

@@ -1,4 +1,4 @@
-"""Canonical records + tokenizer -> the batch layout of docs/interfaces.md §2.
+"""Canonical records + tokenizer -> the batch layout of docs/interfaces.md#batches.
 
 Two steps, both pure numpy: `tokenize_record` turns one canonical record
 `{"prompt", "responses", "scores"}` into token ids under the length policy of `BatchConfig`,
@@ -92,7 +92,7 @@ def tokenize_record(record: Mapping[str, Any], tokenizer, config: BatchConfig = 
   Args:
     record: `{"prompt": str, "responses": list[str], "scores": list[float]}`, optionally with
       `"ref_logps": list[float]` (cached reference log-probs, batched as `ref_logps [B, K]`).
-    tokenizer: `encode`, `bos_id`, `eos_id` as in docs/interfaces.md §3.
+    tokenizer: `encode`, `bos_id`, `eos_id` as in docs/interfaces.md#tokenizers.
     config: lengths and policy.
   Returns:
     `(example, events)`: example `{"prompt": int32 [p], "responses": tuple of int32 [r_k],
@@ -150,7 +150,7 @@ def _sizes(examples: Sequence[Mapping[str, Any]], config: BatchConfig) -> tuple[
 
 
 def _list_arrays(examples, p: int, r: int, k: int, pad_id: int) -> dict[str, np.ndarray]:
-  """The keys of §2 that do not depend on how sequences are laid out in rows."""
+  """The batch keys (docs/interfaces.md#batches) that do not depend on the layout of rows."""
   n = len(examples)
   batch = {
       "prompt_tokens": np.full((n, p), pad_id, np.int32),
@@ -194,7 +194,7 @@ def _place(rows: dict[str, np.ndarray], index, start: int, prompt, response, seg
 
 def collate(examples: Sequence[Mapping[str, Any]], *, config: BatchConfig = BatchConfig(),
             pad_id: int = 0) -> dict[str, np.ndarray]:
-  """Stacks tokenized examples into the batch of docs/interfaces.md §2 (one sequence per row).
+  """Stacks tokenized examples into the batch of docs/interfaces.md#batches (one sequence per row).
 
   Args:
     examples: outputs of `tokenize_record`, B of them.
@@ -276,7 +276,10 @@ def packed_sums(values: jax.Array, segment_ids: jax.Array, pack_row: jax.Array,
 
 
 def mismatched_batch(batch: Mapping[str, Any], *, pad_id: int = 0) -> dict[str, jax.Array]:
-  """KTO's mismatched pairs (ALGORITHMS.md §3.1): prompt i with the responses of row i − 1.
+  """KTO's mismatched pairs: prompt i with the responses of row i − 1.
+
+  Their log-probs estimate KTO's reference point z0 (Ethayarajh et al., *KTO: Model Alignment as
+  Prospect Theoretic Optimization*, ICML 2024).
 
   Rotates the responses of a `collate`d batch by one along the batch axis (row 0 gets the last
   row's) and rebuilds the rows around the unchanged prompts, so the result is exactly

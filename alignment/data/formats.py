@@ -15,7 +15,7 @@ with higher scores better. Layouts (`layout=`), with their default field names (
                      rating (`overall_score` by default; `Fields(rating="fine-grained_score")`).
 - `"unpaired"`:      `prompt`, `completion`, `label` (KTO data)     -> K = 1, score = label.
 
-Bad input is never dropped silently (DESIGN.md §6). `DataPolicy` states what happens to each kind
+Bad input is never dropped silently. `DataPolicy` states what happens to each kind
 of problem and `DataStats` counts every occurrence (under the name in brackets) and every action,
 with the first few locations (`file:line N` for JSONL, 1-based; `file:row N` for Parquet, 0-based).
 The checks, in order, with the `DataPolicy` field of the same name (default action first):

@@ -1,4 +1,4 @@
-"""Grain pipelines: canonical records -> deterministic, checkpointable batches (interfaces.md §2).
+"""Grain pipelines: canonical records -> deterministic, checkpointable batches.
 
     source (list of records, or `builders.load(...)[0]`)
       -> shard by process (`[process_index::process_count]`: disjoint shards that cover the data)
@@ -61,12 +61,12 @@ def preference_dataset(
     stats: Optional[Mapping[str, Any]] = None,
     read_options: Optional[grain.ReadOptions] = None,
 ) -> grain.IterDataset:
-  """A grain dataset of batches in the layout of docs/interfaces.md §2.
+  """A grain dataset of batches in the layout of docs/interfaces.md#batches.
 
   Args:
     source: random-access canonical records (`len`, `[i]`): a list, or a split from
       `builders.load`.
-    tokenizer: as in docs/interfaces.md §3.
+    tokenizer: as in docs/interfaces.md#tokenizers.
     batch_size: B, examples per batch on this process.
     config: lengths, list size and length policy; fix all sizes for static shapes.
     seed: shuffle seed (the same on every process: each shuffles its own shard).

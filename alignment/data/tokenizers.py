@@ -1,4 +1,4 @@
-"""Tokenizers behind one small interface (docs/interfaces.md §3), and a chat-template hook.
+"""Tokenizers behind one small interface (docs/interfaces.md#tokenizers), and a chat-template hook.
 
 Every tokenizer here has
 
@@ -29,7 +29,7 @@ PAD_ID = 0
 
 
 class Tokenizer(Protocol):
-  """The tokenizer interface of docs/interfaces.md §3."""
+  """The tokenizer interface of docs/interfaces.md#tokenizers."""
 
   vocab_size: int
   pad_id: int

@@ -111,7 +111,7 @@ def sequence_logps(
 
   Args:
     config, params: the decoder (`alignment.models.transformer`).
-    tokens, positions, segment_ids: `[..., T]` ints (layout of docs/interfaces.md §2).
+    tokens, positions, segment_ids: `[..., T]` ints (layout of docs/interfaces.md#batches).
     completion_mask: `[..., T]` bool, True on the tokens whose log-probs are summed.
     chunk_size, vocab_chunk_size: tile sizes of `token_logps`.
     return_per_token: also return the per-token log-probs `[..., T]` float32, aligned with

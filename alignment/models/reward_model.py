@@ -12,11 +12,11 @@ Wang et al., 2024). No LM head is kept or computed: the model never builds `[...
 
 Parameter tree (plain nested dict):
 ```
-backbone/...      the decoder's parameters (docs/interfaces.md §4) without lm_head
+backbone/...      the decoder's parameters (docs/interfaces.md#models) without lm_head
 head/kernel       [D, A]   ("embed", None)
 head/bias         [A]      (None,)
 ```
-Rows follow the batch layout of docs/interfaces.md §2: one sequence per row (segment ids 0/1),
+Rows follow the batch layout of docs/interfaces.md#batches: one sequence per row (segment ids 0/1),
 right-padded. Packed rows (segment ids 1..n) are not supported: a row gets one reward.
 """
 
@@ -92,7 +92,7 @@ def reward_head(params: Params, hidden: Array) -> Array:
 
 def reward_scores(config: ModelConfig, params: Params, tokens: Array, positions: Array,
                   segment_ids: Array, completion_mask: Array) -> Array:
-  """Rewards `[..., A]` float32 of the sequences `tokens [..., T]` (layout of interfaces §2).
+  """Rewards `[..., A]` float32 of the sequences `tokens [..., T]` (docs/interfaces.md#batches).
 
   `r = head(h[last])`, `h = transformer.apply(backbone, ...)`, `last = last_token_index(...)`.
 

@@ -4,13 +4,15 @@ One jitted program: a prefill of the padded prompts `[B, P]` (segment id 1 on re
 padding, so padding is never attended), then a `lax.while_loop` that writes token n of every row
 to cache slot `P + n` at position `prompt_lengths[b] + n`. RoPE is applied before caching, so
 rows of different prompt lengths decode in lock-step with correct positions and no left padding.
-The loop stops early once every row has emitted EOS.
+The loop stops early once every row has emitted EOS. A logits hook (a bias `[V]` or `[B, V]`,
+and/or a function of the logits and the step) changes what is sampled, e.g. the logit bias that
+ZO-RankSGD optimises in `alignment.recipes.zo_lm`.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Optional
+from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -20,6 +22,7 @@ from alignment.models import transformer
 from alignment.models.config import ModelConfig
 
 Array = jax.Array
+LogitsFn = Callable[[Array, Array], Array]
 
 
 def filter_logits(logits: Array, *, top_k: Optional[int] = None,
@@ -45,11 +48,15 @@ def filter_logits(logits: Array, *, top_k: Optional[int] = None,
 
 
 def _check_arguments(prompt_tokens, prompt_lengths, max_new_tokens, temperature, top_k, top_p,
-                     greedy, vocab_size):
+                     greedy, vocab_size, logit_bias):
   """Shape and range checks; value checks only where the values are concrete (not traced)."""
   if prompt_tokens.ndim != 2 or prompt_lengths.shape != prompt_tokens.shape[:1]:
     raise ValueError(f"sample: expected prompt_tokens [B, P] and prompt_lengths [B], got "
                      f"{prompt_tokens.shape} and {prompt_lengths.shape}.")
+  if logit_bias is not None and logit_bias.shape not in ((vocab_size,),
+                                                         (prompt_tokens.shape[0], vocab_size)):
+    raise ValueError(f"sample: logit_bias must be [V={vocab_size}] or "
+                     f"[B={prompt_tokens.shape[0]}, V], got {logit_bias.shape}.")
   if not isinstance(prompt_lengths, jax.core.Tracer):
     lengths = np.asarray(prompt_lengths)
     if lengths.size and (lengths.min() < 1 or lengths.max() > prompt_tokens.shape[1]):
@@ -69,15 +76,19 @@ def _check_arguments(prompt_tokens, prompt_lengths, max_new_tokens, temperature,
 def sample(config: ModelConfig, params, prompt_tokens: Array, prompt_lengths: Array, key: Array,
            *, max_new_tokens: int, temperature: float = 1.0, top_k: Optional[int] = None,
            top_p: Optional[float] = None, eos_id: Optional[int] = None,
-           greedy: bool = False) -> tuple[Array, Array, Array]:
+           greedy: bool = False, logit_bias: Optional[Array] = None,
+           logits_fn: Optional[LogitsFn] = None) -> tuple[Array, Array, Array]:
   """Samples `max_new_tokens` continuations of each prompt.
 
-  Each step draws `y_n ~ softmax(filter(z_n / temperature))` (argmax of `z_n` if `greedy`),
-  where `z_n` are the model's logits given the prompt and `y_<n`, and `filter` is top-k then
-  top-p. The reported log-prob is that of the model itself, **not** of the sampling
-  distribution: `logps[b, n] = log_softmax(z_n)[y_n]` at temperature 1 without top-k/top-p, so
-  that `Σ_n logps[b, n]` equals re-scoring the sample with the model (what policy-gradient and
-  preference objectives need).
+  Each step draws `y_n ~ softmax(filter(h(z_n) / temperature))` (argmax of `h(z_n)` if
+  `greedy`), where `z_n` `[B, V]` are the model's logits given the prompt and `y_<n`, `filter` is
+  top-k then top-p, and the logits hook is `h(z_n) = logits_fn(z_n + logit_bias, n)` (identity
+  without a hook). Step n uses the Gumbel noise of `fold_in(key, n)` whatever the hook, so two
+  calls with the same key and different hooks share their sampling noise (common random numbers)
+  and their samples differ only where the hook changes the argmax. The reported log-prob is that
+  of the model itself, **not** of the sampling distribution: `logps[b, n] = log_softmax(z_n)[y_n]`
+  without hook, at temperature 1, without top-k/top-p, so that `Σ_n logps[b, n]` equals
+  re-scoring the sample with the model (what policy-gradient and preference objectives need).
 
   Args:
     config, params: the model.
@@ -89,6 +100,11 @@ def sample(config: ModelConfig, params, prompt_tokens: Array, prompt_lengths: Ar
     top_k, top_p: optional filters (static).
     eos_id: a row stops after emitting it (static; None: never stop).
     greedy: argmax decoding (deterministic).
+    logit_bias: optional `[V]` or `[B, V]` float added to the logits of every step (traced: a
+      new bias needs no new compilation; `vmap` over biases samples several at once).
+    logits_fn: optional jit-compatible `(logits [B, V], step int32 []) -> logits [B, V]`
+      applied after the bias (static: pass the same function object to reuse the compiled
+      program).
 
   Returns:
     `tokens [B, N]` int32 (0 after EOS), `logps [B, N]` float32 (0 after EOS), `lengths [B]`
@@ -96,17 +112,20 @@ def sample(config: ModelConfig, params, prompt_tokens: Array, prompt_lengths: Ar
   """
   prompt_tokens = jnp.asarray(prompt_tokens, jnp.int32)
   prompt_lengths = jnp.asarray(prompt_lengths, jnp.int32)
+  if logit_bias is not None:
+    logit_bias = jnp.asarray(logit_bias, jnp.float32)
   _check_arguments(prompt_tokens, prompt_lengths, max_new_tokens, temperature, top_k, top_p,
-                   greedy, config.vocab_size)
+                   greedy, config.vocab_size, logit_bias)
   return _sample(config, params, prompt_tokens, prompt_lengths, key,
-                 jnp.asarray(temperature, jnp.float32), max_new_tokens=max_new_tokens,
-                 top_k=top_k, top_p=top_p, eos_id=eos_id, greedy=greedy)
+                 jnp.asarray(temperature, jnp.float32), logit_bias, max_new_tokens=max_new_tokens,
+                 top_k=top_k, top_p=top_p, eos_id=eos_id, greedy=greedy, logits_fn=logits_fn)
 
 
 @functools.partial(jax.jit, static_argnums=0,
-                   static_argnames=("max_new_tokens", "top_k", "top_p", "eos_id", "greedy"))
-def _sample(config, params, prompt_tokens, prompt_lengths, key, temperature, *, max_new_tokens,
-            top_k, top_p, eos_id, greedy):
+                   static_argnames=("max_new_tokens", "top_k", "top_p", "eos_id", "greedy",
+                                    "logits_fn"))
+def _sample(config, params, prompt_tokens, prompt_lengths, key, temperature, logit_bias, *,
+            max_new_tokens, top_k, top_p, eos_id, greedy, logits_fn):
   """The jitted body of `sample` (arguments already checked)."""
   b, p = prompt_tokens.shape
   n_total = max_new_tokens
@@ -118,7 +137,13 @@ def _sample(config, params, prompt_tokens, prompt_lengths, key, temperature, *, 
   last = jnp.take_along_axis(hidden, (prompt_lengths - 1)[:, None, None], axis=1)[:, 0]
   step_logits = transformer.logits(config, params, last)  # [B, V] float32
 
+  def hook(logits, n):
+    if logit_bias is not None:
+      logits = logits + logit_bias
+    return logits if logits_fn is None else logits_fn(logits, n)
+
   def choose(logits, n):
+    logits = hook(logits, n)
     if greedy:
       return jnp.argmax(logits, axis=-1).astype(jnp.int32)
     filtered = filter_logits(logits / temperature, top_k=top_k, top_p=top_p)

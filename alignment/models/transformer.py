@@ -15,7 +15,7 @@ out = RMSNorm_final(h)                                [..., T, D]
   segment ids 1..n and restart their positions), or an explicit `attention_mask` override.
 - Compute in `config.dtype` (bfloat16 by default) with float32 parameters.
 
-Functions, not modules, are the API (docs/interfaces.md §4): `init_params`, `apply`,
+Functions, not modules, are the API (docs/interfaces.md#models): `init_params`, `apply`,
 `lm_head_weight`, `logits`, `logical_axes`, `init_cache`, and `naive_sequence_logps` (a
 full-logits reference for tests only). Parameters are a plain nested dict whose names are fixed
 by docs/interfaces.md; every parameter carries logical axis names (`embed`, `mlp`, `heads`, `kv`,
@@ -260,7 +260,7 @@ def _boxed_init(config: ModelConfig, key: Array):
 
 
 def init_params(config: ModelConfig, key: Array) -> Params:
-  """Randomly initialised parameters: a plain nested dict (names in docs/interfaces.md §4).
+  """Randomly initialised parameters: a plain nested dict (names in docs/interfaces.md#models).
 
   Kernels and embeddings ~ N(0, 0.02²); RMSNorm scales 1 (0 with `norm_unit_offset`);
   biases 0. All in `config.param_dtype`.
@@ -395,7 +395,7 @@ def naive_sequence_logps(config: ModelConfig, params: Params, tokens: Array, pos
   #counted`, where t >= 1 is counted iff `completion_mask[..., t]` and token t - 1 is in the same
   segment (token t is predicted from position t - 1 of its own sequence; the convention of
   `alignment.models.logprobs.sequence_logps`). Inputs `[..., T]` in the layout of
-  docs/interfaces.md §2. Builds `[..., T, V]` float32 logits: never use on a training path.
+  docs/interfaces.md#batches. Builds `[..., T, V]` float32 logits: never use on a training path.
   """
   tokens, segment_ids = jnp.asarray(tokens), jnp.asarray(segment_ids)
   hidden = apply(config, params, tokens, positions, segment_ids)

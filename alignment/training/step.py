@@ -1,14 +1,22 @@
 """The train state and the jitted train-step factory.
 
-`make_train_step` turns a loss `(params, batch, loss_state, frozen) -> ((sum, count), aux)` into
-a pure step `(state, batch) -> (state, metrics)`:
+`make_train_step` turns a loss
+
+    loss_fn(params, micro_batch, loss_state, frozen, rng) -> ((loss_sum, count), (loss_state, aux))
+
+(`aux` maps metric names to `(sum, count)` pairs) into a pure, jitted step
+
+    step(state, batch, frozen) -> (state, metrics)
 
 - gradient accumulation over `accum_steps` micro-batches is exact: the gradients of the loss
   *sums* are added and divided once by the total *count*, so 4 micro-batches give the same
-  update as one batch of 4x the size (for objectives that are means over examples or pairs);
+  update as one batch of 4x the size (for objectives that are means over examples or pairs;
+  `docs/conventions.md#reductions`);
+- the PRNG key in `TrainState.rng` is split once per step and once more per micro-batch;
 - an optional global-norm clip lives in the optimiser (`alignment.training.optim`);
 - a non-finite loss or gradient never reaches the parameters: the update is skipped and counted
-  (`on_nonfinite="skip"`), and with `"error"` the loop stops after the last good checkpoint;
+  in `TrainState.nonfinite` (`on_nonfinite="skip"`); with `"error"` it is skipped too and the
+  loop (`alignment.training.loop`) then raises, naming the last good checkpoint;
 - objective state (e.g. BCO's running moments) is carried in `TrainState.loss_state`;
 - the step is jitted once, with the state donated and explicit shardings when a mesh is given.
 

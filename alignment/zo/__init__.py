@@ -2,7 +2,7 @@
 
 Paper: *Zeroth-Order Optimization Meets Human Feedback: Provable Learning via Ranking Oracles*
 (Tang, Rybin, Chang; ICLR 2024); ComPO (*Preference Alignment via Comparison Oracles*, Chen et
-al.; NeurIPS 2025). ALGORITHMS.md §7. Part of the pure core: imports neither flax nor anything
+al.; NeurIPS 2025); guide in `docs/zo.md`. Part of the pure core: imports neither flax nor anything
 under `alignment.models`, `data`, `training` or `parallel`; `cma` only inside `cma_es`.
 """
 

@@ -1,4 +1,4 @@
-"""Baselines of the ZO-RankSGD benchmark (ALGORITHMS.md §7.5), m queries per iteration each.
+"""Baselines of the ZO-RankSGD synthetic benchmark (Tang et al., ICLR 2024), m queries each.
 
 Every baseline except CMA-ES is a `ZeroOrderOptimizer` (same `init`/`update`/`step` as
 `zo_rank_sgd`) whose "oracle" argument is the objective itself, `f(x) -> scalar` (for

@@ -1,4 +1,4 @@
-"""ComPO: an output-layer direction from comparison oracles (ALGORITHMS.md §7.6).
+"""ComPO: an output-layer direction from comparison oracles.
 
 Paper: *ComPO: Preference Alignment via Comparison Oracles* (Chen, Chen, Yin, Lin; NeurIPS
 2025). Code: PeterLauLukChen/ComparisonPO (`compute_gradients.py`).
@@ -15,13 +15,14 @@ the perturbed model is better:
 The relaxed test replaces the strict one when fewer than `negone_num_threshold` perturbations
 voted −1. The model is never seen here: `logp_fn(W) -> (chosen_logps [P], rejected_logps [P])`
 maps the output-layer pytree W to the summed completion log-probs of the P pairs (e.g. a closure
-over cached final hidden states). Oracle outputs carry no gradient (ALGORITHMS.md §0.5).
+over cached final hidden states). Oracle outputs carry no gradient
+(docs/conventions.md#stop-gradient).
 
 Two selection rules after the estimate:
 
-- `compo_step` (§7.6): evaluate every step size s of `step_sizes` with the same test and take
-  the largest accepted one (`argmax`); none accepted (or s = 0) leaves W unchanged. The paper's
-  exact selection rule is unverified (ALGORITHMS.md §10, item 15).
+- `compo_step` (the paper's line search): evaluate every step size s of `step_sizes` with the
+  same test and take the largest accepted one (`argmax`); none accepted (or s = 0) leaves W
+  unchanged. The paper does not state its selection rule exactly; this is our reading.
 - `compo_step_official` (what `compute_gradients.py` does): `W ← W − η·(n₋/M)·ĝ` with
   η = `learning_rate`, n₋ the number of strict −1 votes, applied only if `n₋ ≥
   negone_num_threshold` and the strict test passes at the probe step `s = 5`.
@@ -161,7 +162,7 @@ def compo_step(
     step_sizes: Sequence[float] = STEP_SIZES,
     chunk_size: int = 16,
 ) -> tuple[PyTree, dict[str, jax.Array]]:
-  """One ComPO update of the output layer W (ALGORITHMS.md §7.6, line-search selection).
+  """One ComPO update of the output layer W (the paper's line search over step sizes).
 
   `W ← W − s*·ĝ`, `s* = max{s ∈ step_sizes : W − s·ĝ passes the comparison test against W}`
   (the test — strict, or relaxed when fewer than `negone_num_threshold` strict −1 votes — is

@@ -1,4 +1,4 @@
-"""Rank-based gradient estimator of ZO-RankSGD (ALGORITHMS.md §7.1–7.2).
+"""Rank-based gradient estimator of ZO-RankSGD.
 
 Paper: *Zeroth-Order Optimization Meets Human Feedback: Provable Learning via Ranking Oracles*
 (Tang, Rybin, Chang; ICLR 2024).

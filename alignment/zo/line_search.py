@@ -1,4 +1,4 @@
-"""Human-in-the-loop ZO-RankSGD with a ranking line search (ALGORITHMS.md §7.4).
+"""Human-in-the-loop ZO-RankSGD with a ranking line search (the paper's official demo).
 
 Paper: *Zeroth-Order Optimization Meets Human Feedback: Provable Learning via Ranking Oracles*
 (Tang, Rybin, Chang; ICLR 2024); official demo: TZW1998/Taming-Stable-Diffusion-with-Human-
@@ -15,8 +15,8 @@ Rounds alternate between two modes, each asking the oracle (a person) once about
 
 Candidates are shown in a random order (the person must not know which is which). Weights:
 
-- `rank_line_search`: `w = −c` with the pair coefficients c of §7.2 (`2r − m + 1` returned,
-  `k` unreturned), i.e. `u = −μ·g`; they sum to 0 (default).
+- `rank_line_search`: `w = −c` with the pair coefficients c of `alignment.zo.estimator`
+  (`2r − m + 1` returned, `k` unreturned), i.e. `u = −μ·g`; they sum to 0 (default).
 - `rank_line_search_official`: the demo's `w = m − 2r` (returned), `−k` (unreturned), i.e. `−c`
   plus a +1 offset on every returned candidate (reproduction only).
 

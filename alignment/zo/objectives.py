@@ -1,4 +1,4 @@
-"""Synthetic objectives of the ZO-RankSGD benchmark (ALGORITHMS.md §7.5).
+"""Synthetic objectives of the ZO-RankSGD benchmark.
 
 Paper: *Zeroth-Order Optimization Meets Human Feedback: Provable Learning via Ranking Oracles*
 (Tang, Rybin, Chang; ICLR 2024); the same functions as the authors' notebooks (TZW1998/rank_opt).

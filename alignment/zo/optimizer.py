@@ -1,4 +1,4 @@
-"""ZO-RankSGD as a pure, optax-style zeroth-order optimiser (ALGORITHMS.md §7.3).
+"""ZO-RankSGD as a pure, optax-style zeroth-order optimiser.
 
 Paper: *Zeroth-Order Optimization Meets Human Feedback: Provable Learning via Ranking Oracles*
 (Tang, Rybin, Chang; ICLR 2024).

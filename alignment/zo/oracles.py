@@ -1,7 +1,7 @@
 """Ranking oracles: m candidates in, the indices of the best k (best first) out.
 
 Paper: *Zeroth-Order Optimization Meets Human Feedback: Provable Learning via Ranking Oracles*
-(Tang, Rybin, Chang; ICLR 2024), the (m, k)-ranking oracle `O_f^{(m,k)}` (ALGORITHMS.md §7.1).
+(Tang, Rybin, Chang; ICLR 2024), the (m, k)-ranking oracle `O_f^{(m,k)}`.
 
 Minimisation convention: position 0 of a ranking is the candidate with the **smallest** f.
 Every oracle has the same small interface,

@@ -1,7 +1,9 @@
 """Policy search from ranked episode returns: a JAX-native CartPole and a linear policy.
 
-ALGORITHMS.md §7.3/§7.5: x = policy parameters θ, a query is one episode of the perturbed
-policy `θ + μξ_i`, and the oracle only reveals the order of the returns (`returns_oracle`).
+As in the policy-optimisation setting of *Zeroth-Order Optimization Meets Human Feedback:
+Provable Learning via Ranking Oracles* (Tang, Rybin, Chang; ICLR 2024): x = policy parameters
+θ, a query is one episode of the perturbed policy `θ + μξ_i`, and the oracle only reveals the
+order of the returns (`returns_oracle`).
 
 CartPole is the cart-pole balancing task of *Neuronlike Adaptive Elements That Can Solve
 Difficult Learning Control Problems* (Barto, Sutton, Anderson; 1983) with the constants and

@@ -134,6 +134,73 @@ def test_first_token_frequencies_match_the_tempered_top_k_distribution(params):
   np.testing.assert_allclose(logps[:, 0], log_softmax[np.asarray(tokens[:, 0])], atol=1e-5)
 
 
+def test_zero_bias_and_identity_hook_sample_what_the_plain_sampler_samples(params):
+  kwargs = dict(max_new_tokens=N, temperature=0.8, top_k=10)
+  want = sampler.sample(CONFIG, params, PROMPTS, LENGTHS, jax.random.key(7), **kwargs)
+  for hook in (dict(logit_bias=np.zeros(CONFIG.vocab_size)),
+               dict(logit_bias=np.zeros((3, CONFIG.vocab_size))),
+               dict(logits_fn=lambda z, n: z)):
+    got = sampler.sample(CONFIG, params, PROMPTS, LENGTHS, jax.random.key(7), **kwargs, **hook)
+    for a, b in zip(got, want):
+      np.testing.assert_array_equal(a, b)
+
+
+def test_a_huge_bias_forces_its_token_and_logps_stay_the_models(params):
+  v = CONFIG.vocab_size
+  bias = np.zeros(v, np.float32)
+  bias[11] = 1e4
+  tokens, logps, _ = sampler.sample(CONFIG, params, PROMPTS, LENGTHS, jax.random.key(8),
+                                    max_new_tokens=N, logit_bias=bias)
+  np.testing.assert_array_equal(tokens, 11)
+  # Reported log-probs are the model's own (unbiased) log-probs of the forced tokens.
+  for b, want in enumerate(_rescored(params, np.asarray(tokens), [N] * 3)):
+    np.testing.assert_allclose(logps[b], want, atol=1e-5)
+  # A per-row bias [B, V] forces a different token in each row, also under greedy decoding.
+  per_row = np.zeros((3, v), np.float32)
+  per_row[[0, 1, 2], [4, 5, 6]] = 1e4
+  tokens, _, _ = sampler.sample(CONFIG, params, PROMPTS, LENGTHS, jax.random.key(8),
+                                max_new_tokens=N, logit_bias=per_row, greedy=True)
+  np.testing.assert_array_equal(tokens, np.repeat([[4], [5], [6]], N, axis=1))
+
+
+def test_a_function_hook_sees_the_step_and_composes_with_the_bias(params):
+  v = CONFIG.vocab_size
+
+  def cycle(logits, n):  # step n may only emit token n + 3
+    return jnp.where(jnp.arange(v) == n + 3, logits, -jnp.inf)
+
+  tokens, _, _ = sampler.sample(CONFIG, params, PROMPTS, LENGTHS, jax.random.key(9),
+                                max_new_tokens=N, logits_fn=cycle, temperature=0.5)
+  np.testing.assert_array_equal(tokens, np.broadcast_to(np.arange(N) + 3, (3, N)))
+  # The bias is added before the function: a function adding the same bias samples the same.
+  bias = jax.random.normal(jax.random.key(1), (v,))
+  with_bias = sampler.sample(CONFIG, params, PROMPTS, LENGTHS, jax.random.key(9),
+                             max_new_tokens=N, logit_bias=bias)
+  with_fn = sampler.sample(CONFIG, params, PROMPTS, LENGTHS, jax.random.key(9),
+                           max_new_tokens=N, logits_fn=lambda z, n: z + bias)
+  for a, b in zip(with_bias, with_fn):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_biases_vmap_with_shared_sampling_noise(params):
+  # Candidates sampled under vmap with one key share the noise: a zero bias reproduces the plain
+  # sampler, and a bias that forbids token t only changes rows that drew t.
+  v, t = CONFIG.vocab_size, 5
+  forbid = np.zeros(v, np.float32)
+  forbid[t] = -1e4
+  key = jax.random.key(10)
+  got, _, _ = jax.vmap(lambda b: sampler.sample(CONFIG, params, PROMPTS, LENGTHS, key,
+                                                max_new_tokens=N, logit_bias=b))(
+                                                    np.stack([np.zeros(v), forbid]))
+  plain, _, _ = sampler.sample(CONFIG, params, PROMPTS, LENGTHS, key, max_new_tokens=N)
+  np.testing.assert_array_equal(got[0], plain)
+  assert not (np.asarray(got[1]) == t).any()
+  first = np.argmax(np.concatenate([np.asarray(plain) == t, np.ones((3, 1), bool)], 1), 1)
+  assert (first < N).any() and (first == N).any()  # some rows drew t, some did not
+  for b in range(3):  # identical up to the first t the plain sampler drew (all, if none)
+    np.testing.assert_array_equal(got[1][b, :first[b]], plain[b, :first[b]])
+
+
 def test_filter_logits_by_hand():
   logits = jnp.log(jnp.array([[0.1, 0.4, 0.2, 0.3]]))
   inf = -np.inf
@@ -165,6 +232,8 @@ def test_sample_rejects_bad_arguments(params):
     call(top_k=CONFIG.vocab_size + 1)
   with pytest.raises(ValueError, match="top_p"):
     call(top_p=0.0)
+  with pytest.raises(ValueError, match=r"logit_bias must be \[V=.*\], got \(2,\)"):
+    call(logit_bias=np.zeros(2))
   with pytest.raises(ValueError, match="prompt_lengths must be in"):
     sampler.sample(CONFIG, params, PROMPTS, np.array([4, 0, 3]), jax.random.key(0),
                    max_new_tokens=2)

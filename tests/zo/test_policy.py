@@ -1,12 +1,8 @@
 """Tests of the JAX-native CartPole, the linear policy and policy search from ranked returns."""
 
-import json
-import os
-
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from alignment import zo
 from alignment.zo import policy
@@ -72,15 +68,3 @@ def test_zo_rank_sgd_improves_a_linear_policy_from_return_rankings_only():
   final = jax.jit(jax.vmap(run))(jax.random.split(jax.random.PRNGKey(0), 3))
   start = policy.cartpole_return(policy.init_linear_policy(), jax.random.PRNGKey(0))
   assert float(jnp.mean(final)) > 5 * float(start), final
-
-
-@pytest.mark.slow  # an experiment binary end to end (CI: pytest -m slow)
-def test_policy_experiment_fast_smoke_run(tmp_path):
-  from experiments import zo_policy  # pylint: disable=import-outside-toplevel
-
-  summary = zo_policy.run({"fast": True}, str(tmp_path))
-  for name in ("summary.json", "return_vs_episodes.png"):
-    assert os.path.getsize(tmp_path / name) > 0
-  loaded = json.loads((tmp_path / "summary.json").read_text())
-  assert set(loaded["methods"]) == {"zo_rank_sgd_k5", "evolution_strategy"}
-  assert loaded["sentence"] == summary["sentence"]

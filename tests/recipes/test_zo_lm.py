@@ -1,13 +1,17 @@
-"""ZO-RankSGD on the tiny language model (`experiments/zo_lm.py`): biased sampling, oracles, run.
+"""ZO-RankSGD on the tiny language model (`alignment/recipes/zo_lm.py`): biased sampling through
+the sampler's logit-bias hook, oracles, the run and its binary.
 
 Small shapes: an untrained tiny decoder for the sampling checks, a short in-process SFT for the
-end-to-end rise. Runtime ~40 s on the shared 2-core CPU (most of it the SFT and compilation).
+end-to-end rise (slow).
 """
 
+import dataclasses
 import io
 import json
 import os
 import re
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -16,8 +20,11 @@ import pytest
 
 from alignment.data import tasks
 from alignment.models import sampler, transformer
+from alignment.recipes import zo_lm
+from alignment.recipes.config import Model, Task, from_dict, replace_in, task_and_model
 from alignment.training import generation, runs, setup
-from experiments import zo_lm
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 TASK = tasks.get_task("sorting")
 V = TASK.tokenizer.vocab_size  # 14: pad, BOS, EOS, ten digits, ":"
@@ -26,8 +33,7 @@ EOS = TASK.tokenizer.eos_id
 
 @pytest.fixture(scope="module")
 def model():
-  config = zo_lm.get_config()
-  _, model_config = runs.task_and_model(config)
+  _, model_config = task_and_model(Task(), Model())
   return model_config, runs.init_model(model_config, 0)
 
 
@@ -60,7 +66,7 @@ def test_zero_bias_reproduces_the_library_sampler(model):
 
 
 def test_biased_steps_match_an_independent_per_row_forward(model):
-  """Tokens 0 and 1 equal categorical((z + b)/T), z from a segment-masked forward (no buffer)."""
+  """Tokens 0 and 1 equal categorical((z + b)/T), z from a segment-masked forward (no cache)."""
   model_config, params = model
   _, tokens, lengths = _prompts()
   biases = np.zeros((2, V))
@@ -166,20 +172,31 @@ def test_terminal_oracle_shows_responses_and_maps_the_answer_back(model):
   np.testing.assert_array_equal(ranking, [2, 0])
 
 
-def test_bad_inputs_are_reported(model, tmp_path):
+def test_bad_inputs_are_reported(model):
   model_config, params = model
   respond = zo_lm.make_responder(model_config, params, TASK, TASK.prompts("train", 1, seed=0))
   with pytest.raises(ValueError, match=r"biases must be \[C, V=14\]"):
     respond(jnp.zeros((V,)), jax.random.key(0))
-  with pytest.raises(ValueError, match="unknown overrides"):
-    zo_lm.run({"roundz": 3}, str(tmp_path))
+  with pytest.raises(ValueError, match=r"config\.zo\.roundz"):
+    from_dict(zo_lm.Config, {"zo": {"roundz": 3}})
+
+
+def test_config_defaults_are_the_documented_protocol():
+  config, fast = zo_lm.Config(), zo_lm.fast_config()
+  assert (config.zo.rounds, config.zo.seeds, config.zo.m, config.zo.k) == (20, 3, 10, 10)
+  assert (config.zo.mu, config.zo.learning_rate, config.zo.train_prompts) == (1.0, 0.5, 16)
+  assert (config.sft.num_demonstrations, config.sft.num_steps) == (2048, 300)
+  assert (config.sft.optimizer.learning_rate, config.sft.optimizer.warmup_steps) == (3e-3, 15)
+  assert config.model.overrides == {"width": 64, "depth": 2, "mlp_dim": 192, "dtype": "float32"}
+  assert (fast.zo.rounds, fast.zo.seeds, fast.zo.m, fast.zo.k) == (6, 1, 6, 6)
+  assert (fast.sft.num_steps, fast.sft.batch_size, fast.sft.optimizer.total_steps) == (60, 32, 60)
 
 
 @pytest.mark.slow  # an experiment binary end to end (CI: pytest -m slow)
 def test_fast_run_raises_the_heldout_true_reward(tmp_path):
   """End to end in fast mode: short SFT, 6 rounds of m = 6 candidates, reward rises."""
   out = io.StringIO()
-  summary = zo_lm.run({"fast": True}, str(tmp_path), output_stream=out)
+  summary = zo_lm.run(zo_lm.fast_config(), str(tmp_path), output_stream=out)
   reward = np.asarray(summary["heldout_reward"]["mean"])
   assert reward.shape == (7,)
   assert summary["rise"] > 0.02, reward  # measured: see docs/zo.md
@@ -194,10 +211,9 @@ def test_interactive_run_reads_rankings_from_the_input_stream(model, tmp_path):
   model_config, params = model
   del model_config
   setup.save_params(params, str(tmp_path / "policy"))
-  config = zo_lm.get_config(fast=True)
   # The shapes of the fast run (m = 6 candidates x 16 rows, 48 held-out rows): no new compiles.
-  config.zo.update(policy=str(tmp_path / "policy"), interactive=True, rounds=2, k=1,
-                   display_prompts=16)
+  config = replace_in(zo_lm.fast_config(), "zo", policy=str(tmp_path / "policy"),
+                      interactive=True, rounds=2, k=1, display_prompts=16)
   out = io.StringIO()
   summary = zo_lm.run(config, str(tmp_path / "run"), input_stream=io.StringIO("2\n9\n1\n"),
                       output_stream=out)
@@ -208,3 +224,21 @@ def test_interactive_run_reads_rankings_from_the_input_stream(model, tmp_path):
   # Two unit-direction steps of length 0.5 from b = 0: 0 < |b| <= 1.
   bias = np.array(list(summary["final_bias_per_seed"][0].values()))
   assert 0.0 < np.linalg.norm(bias) <= 1.0 + 1e-3
+
+
+@pytest.mark.slow  # the binary in a subprocess (CI: pytest -m slow)
+def test_binary_runs_the_recipe_from_its_flags(model, tmp_path):
+  model_config, params = model
+  del model_config
+  setup.save_params(params, str(tmp_path / "policy"))
+  proc = subprocess.run(
+      [sys.executable, "-m", "experiments.zo_lm", f"--workdir={tmp_path / 'run'}", "--fast",
+       f"--policy={tmp_path / 'policy'}", "--rounds=1", "--seeds=2", "--m=3", "--k=2"],
+      cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+  want = dataclasses.asdict(zo_lm.fast_config().zo)
+  want.update(policy=str(tmp_path / "policy"), rounds=1, seeds=2, m=3, k=2)
+  assert summary["config"] == want
+  assert np.asarray(summary["heldout_reward"]["per_seed"]).shape == (2, 2)
+  assert "seed 1 round 1: held-out reward" in proc.stdout

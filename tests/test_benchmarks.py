@@ -12,11 +12,16 @@ import importlib.util
 import json
 import math
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from alignment.models import config as config_lib
+from alignment.models import transformer
 from benchmarks import dpo_step
 from benchmarks import listwise_cost
+from benchmarks import mfu
 from benchmarks import run
 
 pytestmark = pytest.mark.slow  # deselected by default; CI runs `pytest -m slow`
@@ -66,7 +71,9 @@ def test_quick_run_peers(quick_run):
   # processes fewer tokens, hence fewer FLOPs, than the same data as pairs (both deterministic).
   assert all(r.ratio < 1 for r in by_case("memory"))
   assert [r.ratio < 1 for r in by_case("listwise") if r.unit.startswith("GFLOP")] == [True]
-  assert 0 < by_case("mfu")[0].ratio
+  # The MFU row reports XLA's FLOP count of the quick step (tiny preset, 2 pairs x 32 tokens).
+  assert f"{_dpo_step_flops(pairs=2, length=32) / 1e9:.1f} GFLOP/step (XLA)" in by_case(
+      "mfu")[0].configuration
   peers = [r.peer_label for r in by_case("objectives")]
   if _HAS_TORCH:
     assert sum("TRL" in p for p in peers) == len(__import__(
@@ -74,6 +81,27 @@ def test_quick_run_peers(quick_run):
     assert any(r.peer is not None for r in by_case("dpo_step"))
   else:
     assert any("not installed" in p for p in peers)
+
+
+def _dpo_step_flops(*, pairs, length):
+  """XLA's FLOP count of the tiny float32 DPO train step (compiled with one LM-head tile)."""
+  config = config_lib.get_config("tiny", dtype=jnp.float32)
+  params = transformer.init_params(config, jax.random.key(0))
+  batch = dpo_step.make_batch(config.vocab_size, pairs=pairs, length=length)
+  counting, state = dpo_step.train_step("dpo", dpo_step.logp_fn(config, single_tile=True), params,
+                                        donate=False)
+  return mfu.xla_flops(counting, state, batch, None)
+
+
+def test_mfu_counts_the_flops_of_forward_and_backward():
+  # A [64, 32] @ [32, 16] matmul: 2·64·32·16 = 65536 FLOPs.
+  assert mfu.xla_flops(jax.jit(jnp.matmul), jnp.ones((64, 32)), jnp.ones((32, 16))) == 65536
+  # The step's weight matmuls take 6·N·T FLOPs (2 forward + 4 backward per weight and token):
+  # N = 76096 weights outside the embedding (tiny: per layer q, o 64·64, k, v 64·32, MLP
+  # 3·64·128, norms 2·64 = 36992; x 2 layers, + final norm 64 + head 64·32), T = 2·2·32 tokens.
+  # Attention scores and element-wise work add less than half as much again.
+  ratio = _dpo_step_flops(pairs=2, length=32) / (6 * 76096 * 128)
+  assert 1.0 <= ratio <= 1.5
 
 
 def test_parse_cases_rejects_unknown_names():

@@ -85,7 +85,7 @@ def preference_loss(
     policy_params: Callable[[Any, Any], Any] = _identity_policy,
     pad_id: int = 0,
 ) -> Callable:
-  """The loss of registered objective `name` over a batch (docs/interfaces.md §2).
+  """The loss of registered objective `name` over a batch (docs/interfaces.md#batches).
 
   Args:
     name: registry name (`alignment.losses.names()`).

@@ -1,6 +1,7 @@
-"""Run builders shared by the binaries: datasets, states, step functions and the train loop.
+"""Run builders shared by the recipes: datasets, states, step functions and the one train loop.
 
-`experiments/*.py` only parse flags and call these; notebooks and tests call them too.
+`alignment/recipes` composes these into whole runs; `train_run` is the loop every training run
+goes through (sharding, memory report, multi-host checks, resume, logs, evaluation hooks).
 """
 
 from __future__ import annotations
@@ -17,19 +18,11 @@ from jax.experimental import multihost_utils
 from alignment import parallel
 from alignment.data import batching
 from alignment.data import pipeline
-from alignment.data import tasks as tasks_lib
 from alignment.models import transformer
 from alignment.training import loop, optim, reference, setup
 from alignment.training.checkpoint import Checkpointer
 from alignment.training.logs import MetricWriter
 from alignment.training.step import init_train_state, make_train_step, train_state_sharding
-
-
-def task_and_model(config):
-  """The task of `config.task` and the `ModelConfig` of `config.model` sized to its tokenizer."""
-  options = {k: v for k, v in config.task.items() if k != "name"}
-  task = tasks_lib.get_task(config.task.name, **options)
-  return task, setup.model_config(config.model, task.tokenizer.vocab_size)
 
 
 def batch_config(task, list_size: int) -> batching.BatchConfig:

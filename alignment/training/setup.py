@@ -1,7 +1,4 @@
-"""Glue shared by the experiment binaries: model config, log-prob functions, parameter files.
-
-Kept in the library (not in `experiments/`) so that notebooks and tests build runs the same way.
-"""
+"""Glue shared by the recipes: the batch log-prob function and parameter files."""
 
 from __future__ import annotations
 
@@ -10,7 +7,6 @@ from typing import Any
 
 import flax.serialization
 import jax
-import jax.numpy as jnp
 
 from alignment.models import config as model_config_lib
 from alignment.models import logprobs as logprobs_lib
@@ -18,21 +14,8 @@ from alignment.models import logprobs as logprobs_lib
 PARAMS_FILE = "params.msgpack"
 
 
-def model_config(cfg, vocab_size: int) -> model_config_lib.ModelConfig:
-  """`ModelConfig` from a config section: `preset` plus any `ModelConfig` field overrides."""
-  fields = {f for f in model_config_lib.ModelConfig.__dataclass_fields__}
-  overrides = {k: v for k, v in cfg.items() if k in fields}
-  unknown = sorted(set(cfg.keys()) - fields - {"preset", "logprob_chunk"})
-  if unknown:
-    raise ValueError(f"config.model has unknown fields {unknown}; known: {sorted(fields)}.")
-  if "dtype" in overrides:
-    overrides["dtype"] = jnp.dtype(overrides["dtype"])
-  overrides["vocab_size"] = vocab_size
-  return model_config_lib.get_config(cfg.preset, **overrides)
-
-
 def logp_fn(config: model_config_lib.ModelConfig, *, chunk_size: int):
-  """`(params, batch) -> (logps [B, K], counts [B, K])` over the batch layout of interfaces §2."""
+  """`(params, batch) -> (logps [B, K], counts [B, K])` (batch: docs/interfaces.md#batches)."""
 
   def fn(params, batch):
     return logprobs_lib.sequence_logps(

@@ -15,6 +15,7 @@ import jax
 
 from alignment import parallel
 from alignment.models import transformer
+from alignment.recipes import config as config_lib
 from alignment.training import objective, runs, setup
 from experiments.configs import demo
 
@@ -30,12 +31,11 @@ NUM_STEPS = 3
 
 def main(root):
   assert jax.device_count() == 8, jax.devices()
-  config = demo.get_config()
-  config.model.depth = 1
-  task, model_config = runs.task_and_model(config)
+  model = config_lib.Model(overrides={**config_lib.Model().overrides, "depth": 1})
+  task, model_config = config_lib.task_and_model(config_lib.Task(), model)
   records = [{"prompt": p, "responses": [r], "scores": [1.0]}
              for p, r in task.demonstrations(64, seed=0)]
-  loss_fn = objective.sft_loss(setup.logp_fn(model_config, chunk_size=config.model.logprob_chunk))
+  loss_fn = objective.sft_loss(setup.logp_fn(model_config, chunk_size=model.logprob_chunk))
   params = jax.device_get(runs.init_model(model_config, 0))  # host copy: each run donates its own
   axes = transformer.logical_axes(model_config)
 

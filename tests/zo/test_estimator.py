@@ -1,4 +1,5 @@
-"""Tests of the pair DAG, the closed-form coefficients, the rank estimator and ComPO."""
+"""Tests of the pair DAG, the closed-form coefficients and the rank estimator (ComPO:
+tests/zo/test_compo.py)."""
 
 import itertools
 
@@ -10,7 +11,6 @@ import numpy as np
 import pytest
 
 from alignment import zo
-from alignment.zo import compo
 
 
 def _pairs_numpy(ranking, m):
@@ -162,86 +162,6 @@ def test_bad_rankings_and_sizes_are_reported():
     zo.rank_grad_estimate(jnp.zeros(2), jax.random.PRNGKey(0), None, m=1)
   with pytest.raises(ValueError, match="perturbation"):
     zo.sample_perturbations(jax.random.PRNGKey(0), jnp.zeros(2), 3, perturbation="cube")
-
-
-# ------------------------------------------------------------------------------------------
-# ComPO (§7.6)
-
-
-def test_noisy_pair_mask_and_votes_by_hand():
-  chosen = jnp.array([-10.0, -5.0, -3.0, -7.0])
-  rejected = jnp.array([-11.0, -9.0, -2.0, -7.0])
-  # margins 1, 4, -1, 0 -> only the first is noisy with threshold 3 (0 < margin < 3).
-  np.testing.assert_array_equal(compo.noisy_pair_mask(chosen, rejected, noise_threshold=3.0),
-                                [True, False, False, False])
-  where = jnp.array([True, True, False, False])
-  base = (chosen, rejected)
-  # Pair 0: chosen up (-9.9 > -10), rejected down (-11.2 < -11): strict and relaxed win.
-  strict, relaxed = compo.comparison_votes(
-      base, (chosen.at[0].set(-9.9), rejected.at[0].set(-11.2)), where)
-  assert bool(strict) and bool(relaxed)
-  # Pair 0: chosen up by 0.1, rejected up by 0.05: margin up -> relaxed only.
-  strict, relaxed = compo.comparison_votes(
-      base, (chosen.at[0].set(-9.9), rejected.at[0].set(-10.95)), where)
-  assert not bool(strict) and bool(relaxed)
-  # The same win on a masked pair (2) counts for nothing.
-  strict, relaxed = compo.comparison_votes(
-      base, (chosen.at[2].set(-2.9), rejected.at[2].set(-2.5)), where)
-  assert not bool(strict) and not bool(relaxed)
-
-
-def _toy_output_layer(seed=0, vocab=6, dim=4, pairs=3):
-  """logp(token | h) = log_softmax(h W^T)[token] for one-token completions."""
-  rng = np.random.default_rng(seed)
-  hidden = jnp.asarray(rng.normal(size=(pairs, dim)), jnp.float32)
-  w = jnp.asarray(rng.normal(size=(vocab, dim)) * 0.1, jnp.float32)
-  chosen_tok, rejected_tok = jnp.array([0, 1, 2]), jnp.array([3, 4, 5])
-
-  def logp_fn(params):
-    logp = jax.nn.log_softmax(hidden @ params["W"].T, axis=-1)
-    rows = jnp.arange(pairs)
-    return logp[rows, chosen_tok], logp[rows, rejected_tok]
-
-  return {"W": w}, logp_fn
-
-
-def test_compo_direction_points_against_the_margin_gradient_and_step_is_accepted():
-  params, logp_fn = _toy_output_layer()
-  where = jnp.ones(3, bool)
-  margin = lambda p: jnp.sum(jnp.subtract(*logp_fn(p)))  # noqa: E731
-  new, info = compo.compo_step(params, jax.random.PRNGKey(0), logp_fn, where=where,
-                               num_perturbations=256, mu=1e-3, sparsity_threshold=0.0,
-                               negone_num_threshold=10, chunk_size=64)
-  assert int(info["num_strict"]) >= 10 and not bool(info["relaxed"])
-  step = float(info["step_size"])
-  assert step > 0
-  g = (params["W"] - new["W"]) / step  # W' = W - s * g_hat, |g_hat| = 1
-  np.testing.assert_allclose(jnp.linalg.norm(g), 1.0, rtol=1e-4)
-  grad = jax.grad(margin)(params)["W"]
-  cosine = jnp.sum(g * grad) / jnp.linalg.norm(grad)
-  assert float(cosine) < -0.2  # -g_hat is an ascent direction of the margin
-  strict, _ = compo.comparison_votes(logp_fn(params), logp_fn(new), where)
-  assert bool(strict)  # the accepted step passes the test it was selected by
-
-
-def test_compo_official_keeps_weights_without_enough_votes():
-  params, logp_fn = _toy_output_layer()
-  new, info = compo.compo_step_official(params, jax.random.PRNGKey(0), logp_fn,
-                                        where=jnp.ones(3, bool), num_perturbations=64,
-                                        negone_num_threshold=65, chunk_size=16)
-  assert not bool(info["applied"])
-  np.testing.assert_array_equal(new["W"], params["W"])
-  new, info = compo.compo_step_official(params, jax.random.PRNGKey(0), logp_fn,
-                                        where=jnp.ones(3, bool), num_perturbations=64,
-                                        negone_num_threshold=1, sparsity_threshold=0.0,
-                                        mu=1e-3, learning_rate=0.5, chunk_size=16)
-  # Applied: W moves by eta * (n_neg / M) along -g_hat (|g_hat| = 1).
-  if bool(info["applied"]):
-    step = float(jnp.linalg.norm(new["W"] - params["W"]))
-    np.testing.assert_allclose(step, 0.5 * int(info["num_strict"]) / 64, rtol=1e-4)
-  with pytest.raises(ValueError, match="multiple of"):
-    compo.compo_direction(params, jax.random.PRNGKey(0), logp_fn, where=jnp.ones(3, bool),
-                          num_perturbations=10, chunk_size=4)
 
 
 def test_pair_dag_pairs_agree_with_the_true_order():

@@ -1,11 +1,8 @@
-"""Tests of the ZO-RankSGD optimiser (step / init-update) and the synthetic study smoke run."""
-
-import json
-import os
+"""Tests of the ZO-RankSGD optimiser (step / init-update); the synthetic study is tested in
+`tests/recipes/test_zo_synthetic.py`."""
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 import pytest
@@ -77,23 +74,3 @@ def test_bad_hyper_parameters_are_reported():
     zo.zo_rank_sgd(1.0, mu=-1.0)
   with pytest.raises(ValueError, match="m must be"):
     zo.zo_rank_sgd(1.0, m=1)
-
-
-@pytest.mark.slow  # an experiment binary end to end (CI: pytest -m slow)
-def test_synthetic_study_fast_smoke_run_writes_json_and_png(tmp_path):
-  from experiments import zo_synthetic  # pylint: disable=import-outside-toplevel
-
-  config = zo_synthetic.get_config(fast=True)
-  config.d, config.functions, config.ks = 10, ("rosenbrock",), (9,)
-  config.ablation_ms, config.iterations = (2,), 3
-  summary = zo_synthetic.run(config, str(tmp_path))
-  for name in ("summary.json", "objective_vs_queries.png", "ablation.png"):
-    assert os.path.getsize(tmp_path / name) > 0
-  loaded = json.loads((tmp_path / "summary.json").read_text())
-  methods = loaded["functions"]["rosenbrock"]
-  assert set(methods) == {"zo_rank_sgd_k9", "zo_sgd", "comparison_zo", "gld", "normalized_gd",
-                          "cma_es"}
-  assert all(np.isfinite(v["final_mean"]) for v in methods.values())
-  assert {(r["m"], r["k"]) for r in loaded["ablation"]} == {(2, 1), (2, 2)}
-  assert "ZO-RankSGD" in loaded["sentence"] and summary["sentence"] == loaded["sentence"]
-  assert isinstance(ml_collections.ConfigDict(loaded["config"]), ml_collections.ConfigDict)

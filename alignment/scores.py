@@ -1,11 +1,11 @@
 """Log-probs to scores: log-ratios, length normalisation, f-divergences and stable primitives.
 
-Pure functions of arrays (ALGORITHMS.md §0.1, §0.4, §1.7, §1.15–§1.17, §2.3). Inputs are
-summed sequence log-probs `[..., K]` (last axis = the list of responses) or, for the per-token
-modifiers, `[..., K, T]` token log-probs with a boolean completion mask. Everything is computed
-in at least float32 (bf16/f16 inputs are promoted; float64 inputs stay float64), reference
-log-probs are always wrapped in `stop_gradient`, and every `exp` of a log-ratio has its exponent
-clipped first (`max_exponent=80`, TRL's value for fp32/bf16; use 11 for fp16).
+Pure functions of arrays, following the conventions of `docs/conventions.md`. Inputs are summed
+sequence log-probs `[..., K]` (last axis = the list of responses) or, for the per-token modifiers,
+`[..., K, T]` token log-probs with a boolean completion mask. Everything is computed in at least
+float32 (bf16/f16 inputs are promoted; float64 inputs stay float64), reference log-probs are always
+wrapped in `stop_gradient`, and every `exp` of a log-ratio has its exponent clipped first
+(`max_exponent=80`, TRL's value for fp32/bf16; use 11 for fp16).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Callable, Union
 import jax
 import jax.numpy as jnp
 
-from alignment.losses import _utils
+from alignment import arrays
 
 Array = jax.Array
 
@@ -27,14 +27,8 @@ _ALPHA_SINGULAR = 1e-6
 _LOG_PROB_CEILING = -1e-7
 
 
-def as_float(x) -> Array:
-  """`x` as an array of at least float32 precision (bf16/f16/int -> f32; f64 stays f64)."""
-  x = jnp.asarray(x)
-  return x.astype(jnp.promote_types(x.dtype, jnp.float32))
-
-
 # ------------------------------------------------------------------------------------------------
-# Numerically stable primitives (§0.4).
+# Numerically stable primitives (`docs/conventions.md`).
 
 
 def clipped_exp(x, *, max_exponent: float = MAX_EXPONENT) -> Array:
@@ -47,7 +41,7 @@ def clipped_exp(x, *, max_exponent: float = MAX_EXPONENT) -> Array:
   Returns:
     `exp(min(x, max_exponent))`, same shape; the gradient is 0 where the clip is active.
   """
-  return jnp.exp(jnp.minimum(as_float(x), max_exponent))
+  return jnp.exp(jnp.minimum(arrays.as_float(x), max_exponent))
 
 
 def log1mexp(x) -> Array:
@@ -64,7 +58,7 @@ def log1mexp(x) -> Array:
   Returns:
     `log(1 − eˣ)`, same shape.
   """
-  x = as_float(x)
+  x = arrays.as_float(x)
   small = x < -_LN2
   far = jnp.where(small, x, -1.0)  # the log1p branch never sees x >= -ln 2
   near = jnp.where(small, -0.5, x)  # the expm1 branch never sees x < -ln 2
@@ -84,7 +78,7 @@ def phi(u) -> Array:
   Returns:
     `φ(u)`, same shape.
   """
-  u = as_float(u)
+  u = arrays.as_float(u)
   tiny = jnp.abs(u) < _PHI_SERIES_CUTOFF
   positive = u >= _PHI_SERIES_CUTOFF
   negative = u <= -_PHI_SERIES_CUTOFF
@@ -97,13 +91,13 @@ def phi(u) -> Array:
 
 
 # ------------------------------------------------------------------------------------------------
-# Sequence scores (§0.1).
+# Sequence scores (`docs/conventions.md`).
 
 
 def _lengths(lengths, where: str) -> Array:
   if lengths is None:
     raise ValueError(f"{where}: `lengths` (completion token counts, [..., K]) is required.")
-  return jnp.maximum(as_float(lengths), 1.0)
+  return jnp.maximum(arrays.as_float(lengths), 1.0)
 
 
 def log_ratio(logps, ref_logps) -> Array:
@@ -118,7 +112,7 @@ def log_ratio(logps, ref_logps) -> Array:
   """
   if ref_logps is None:
     raise ValueError("log_ratio: `ref_logps` is required (this score needs a reference).")
-  return as_float(logps) - jax.lax.stop_gradient(as_float(ref_logps))
+  return arrays.as_float(logps) - jax.lax.stop_gradient(arrays.as_float(ref_logps))
 
 
 def length_normalized_log_ratio(logps, ref_logps, lengths) -> Array:
@@ -142,7 +136,7 @@ def average_logprob(logps, lengths) -> Array:
   Returns:
     `[..., K]`.
   """
-  return as_float(logps) / _lengths(lengths, "average_logprob")
+  return arrays.as_float(logps) / _lengths(lengths, "average_logprob")
 
 
 def dpo_gamma_log_ratio(logps, ref_logps, *, gamma: float = 1.0) -> Array:
@@ -159,7 +153,7 @@ def dpo_gamma_log_ratio(logps, ref_logps, *, gamma: float = 1.0) -> Array:
   """
   if ref_logps is None:
     raise ValueError("dpo_gamma_log_ratio: `ref_logps` is required.")
-  return as_float(logps) - gamma * jax.lax.stop_gradient(as_float(ref_logps))
+  return arrays.as_float(logps) - gamma * jax.lax.stop_gradient(arrays.as_float(ref_logps))
 
 
 def dpo_gamma_margin(logps, ref_logps, *, gamma: float = 1.0) -> Array:
@@ -177,12 +171,12 @@ def dpo_gamma_margin(logps, ref_logps, *, gamma: float = 1.0) -> Array:
 
 
 # ------------------------------------------------------------------------------------------------
-# f-divergence score transforms (§1.16): `s(ρ)`, then `Δ = s_w − s_l` replaces the DPO logit.
+# f-divergence score transforms: `s(ρ)`, then `Δ = s_w − s_l` replaces the DPO logit.
 
 
 def reverse_kl(rho) -> Array:
   """Reverse KL (DPO's own constraint): `s = ρ`."""
-  return as_float(rho)
+  return arrays.as_float(rho)
 
 
 def forward_kl(rho, *, max_exponent: float = MAX_EXPONENT) -> Array:
@@ -191,12 +185,12 @@ def forward_kl(rho, *, max_exponent: float = MAX_EXPONENT) -> Array:
   Paper: "Beyond Reverse KL: Generalizing Direct Preference Optimization with Diverse Divergence
   Constraints" (Wang et al., 2023).
   """
-  return -clipped_exp(-as_float(rho), max_exponent=max_exponent)
+  return -clipped_exp(-arrays.as_float(rho), max_exponent=max_exponent)
 
 
 def js_divergence(rho) -> Array:
   """Jensen–Shannon: `s = logσ(ρ)` (Wang et al., 2023)."""
-  return jax.nn.log_sigmoid(as_float(rho))
+  return jax.nn.log_sigmoid(arrays.as_float(rho))
 
 
 def alpha_reward(q, *, alpha: float, max_exponent: float = MAX_EXPONENT) -> Array:
@@ -212,8 +206,8 @@ def alpha_reward(q, *, alpha: float, max_exponent: float = MAX_EXPONENT) -> Arra
     alpha: α.
     max_exponent: clip of `−α·q`.
   """
-  q = as_float(q)
-  alpha = as_float(alpha)
+  q = arrays.as_float(q)
+  alpha = arrays.as_float(alpha)
   singular = jnp.abs(alpha) < _ALPHA_SINGULAR
   safe = jnp.where(singular, 1.0, alpha)
   value = -jnp.expm1(jnp.minimum(-safe * q, max_exponent)) / safe
@@ -222,8 +216,8 @@ def alpha_reward(q, *, alpha: float, max_exponent: float = MAX_EXPONENT) -> Arra
 
 def _power_score(rho, exponent_coef, max_exponent) -> Array:
   """`exp(c·ρ)/c` with a clipped exponent; `ρ` (reverse KL) for `|c| < 1e−6` (double `where`)."""
-  rho = as_float(rho)
-  c = as_float(exponent_coef)
+  rho = arrays.as_float(rho)
+  c = arrays.as_float(exponent_coef)
   singular = jnp.abs(c) < _ALPHA_SINGULAR
   safe = jnp.where(singular, 1.0, c)
   return jnp.where(singular, rho, clipped_exp(safe * rho, max_exponent=max_exponent) / safe)
@@ -243,7 +237,7 @@ def alpha_div(rho, *, alpha: float = 0.5, max_exponent: float = MAX_EXPONENT) ->
     alpha: α (default 0.5).
     max_exponent: clip of `−α·ρ`.
   """
-  return _power_score(rho, -as_float(alpha), max_exponent)
+  return _power_score(rho, -arrays.as_float(alpha), max_exponent)
 
 
 def alpha_div_trl(rho, *, alpha: float = 0.5, max_exponent: float = MAX_EXPONENT) -> Array:
@@ -252,7 +246,7 @@ def alpha_div_trl(rho, *, alpha: float = 0.5, max_exponent: float = MAX_EXPONENT
   The paper form with α replaced by `1 − α` (coincides with `alpha_div` at α = 0.5). Falls back
   to reverse KL for `|α − 1| < 1e−6`.
   """
-  return _power_score(rho, as_float(alpha) - 1.0, max_exponent)
+  return _power_score(rho, arrays.as_float(alpha) - 1.0, max_exponent)
 
 
 F_DIVERGENCES: dict[str, Callable[[Array], Array]] = {
@@ -279,7 +273,7 @@ def fdiv_transform(fdiv: FDiv) -> Callable[[Array], Array]:
 
 
 # ------------------------------------------------------------------------------------------------
-# ORPO log-odds (§2.3).
+# ORPO log-odds.
 
 
 def log_odds(average_logps) -> Array:
@@ -290,7 +284,7 @@ def log_odds(average_logps) -> Array:
   Args:
     average_logps: `a = lp/n`, any shape.
   """
-  a = jnp.minimum(as_float(average_logps), _LOG_PROB_CEILING)
+  a = jnp.minimum(arrays.as_float(average_logps), _LOG_PROB_CEILING)
   return a - log1mexp(a)
 
 
@@ -310,7 +304,7 @@ def orpo_log_odds_ratio(logps, lengths) -> Array:
 
 
 # ------------------------------------------------------------------------------------------------
-# Per-token modifiers: WPO weights (§1.15) and LD-DPO mixing (§1.17).
+# Per-token modifiers: WPO weights and LD-DPO mixing.
 
 
 def wpo_log_weights(token_logps, token_log_sum_sq_probs, mask) -> Array:
@@ -326,8 +320,8 @@ def wpo_log_weights(token_logps, token_log_sum_sq_probs, mask) -> Array:
     `[...]` log-weights.
   """
   mask = jnp.asarray(mask, bool)
-  diff = as_float(token_logps) - as_float(token_log_sum_sq_probs)
-  return jax.lax.stop_gradient(_utils.masked_mean(diff, mask, axis=-1))
+  diff = arrays.as_float(token_logps) - arrays.as_float(token_log_sum_sq_probs)
+  return jax.lax.stop_gradient(arrays.masked_mean(diff, mask, axis=-1))
 
 
 def wpo_weights(token_logps, token_log_sum_sq_probs, mask, *, clamp: bool = False) -> Array:
@@ -358,7 +352,7 @@ def _ld_mix(token_logps, mask, alpha) -> Array:
   n_min = jnp.min(counts, axis=-1, keepdims=True)[..., None]  # [..., 1, 1]
   position = jnp.cumsum(mask, axis=-1)  # 1-based index among completion tokens
   token_weight = jnp.where(position <= n_min, 1.0, alpha)
-  return jnp.sum(jnp.where(mask, token_weight * as_float(token_logps), 0.0), axis=-1)
+  return jnp.sum(jnp.where(mask, token_weight * arrays.as_float(token_logps), 0.0), axis=-1)
 
 
 def ld_dpo_logps(
@@ -383,12 +377,12 @@ def ld_dpo_logps(
   Returns:
     `(logps, ref_logps)`, each `[..., 2]`.
   """
-  _utils.check_range("alpha", alpha, low=0.0, high=1.0, where="ld_dpo_logps")
+  arrays.check_range("alpha", alpha, low=0.0, high=1.0, where="ld_dpo_logps")
   if jnp.shape(token_logps)[-2:-1] != (2,):
     raise ValueError(
         f"ld_dpo_logps: token inputs must be [..., 2, T], got {jnp.shape(token_logps)}."
     )
-  ref_token_logps = jax.lax.stop_gradient(as_float(ref_token_logps))
+  ref_token_logps = jax.lax.stop_gradient(arrays.as_float(ref_token_logps))
   logps = _ld_mix(token_logps, mask, alpha)
   ref_logps = _ld_mix(ref_token_logps, mask, alpha if ld_reference else 1.0)
   return logps, ref_logps

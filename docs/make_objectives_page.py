@@ -90,8 +90,9 @@ def render() -> str:
       "do not edit by hand. -->",
       "",
       f"{len(specs)} registered objectives (`alignment.losses.names()`); select one by name with "
-      "`alignment.losses.get(name)`. The maths is in `ALGORITHMS.md`; the calling convention in "
-      "`docs/interfaces.md`.",
+      "`alignment.losses.get(name)`. Each entry gives the formula, the paper and the defaults; "
+      "the shared conventions (pairs, masks, reductions) are in `docs/conventions.md`, the "
+      "calling convention in `docs/interfaces.md`.",
       "",
       "| name | aliases | family | reference | lengths | extra inputs | state |",
       "|---|---|---|---|---|---|---|",

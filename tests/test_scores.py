@@ -72,7 +72,8 @@ def test_phi_matches_float64_numpy_and_has_finite_gradients():
 def test_clipped_exp_never_overflows():
   np.testing.assert_allclose(scores.clipped_exp(jnp.array([0.0, 1.0])), [1.0, math.e], rtol=1e-6)
   assert float(scores.clipped_exp(1e4)) == pytest.approx(math.exp(80.0), rel=1e-5)
-  assert float(scores.clipped_exp(20.0, max_exponent=11.0)) == pytest.approx(math.exp(11.0), rel=1e-5)
+  assert float(scores.clipped_exp(20.0, max_exponent=11.0)) == pytest.approx(math.exp(11.0),
+                                                                             rel=1e-5)
   assert float(jax.grad(scores.clipped_exp)(100.0)) == 0.0
 
 

@@ -11,6 +11,7 @@ inverted with probability ε: a careless or adversarial rater).
   K = 2 this is exactly `bradley_terry_pair`. `ranking_labels` turns rankings into graded labels.
 - `binary_thumbs`: `P(up) = (1 − ε)·σ((r − τ)/T) + ε·σ((τ − r)/T)` for a threshold τ (KTO-style
   unpaired labels).
+- `preference_probability`: the probability α that a rater prefers the first response of a pair.
 
 Randomness comes from an explicit `numpy.random.Generator` or an integer seed.
 """
@@ -52,6 +53,31 @@ def _preference_probability(margin: np.ndarray, temperature: float) -> np.ndarra
   if temperature == 0:
     return np.where(margin > 0, 1.0, np.where(margin < 0, 0.0, 0.5))
   return 0.5 * (1.0 + np.tanh(0.5 * margin / temperature))  # σ, without overflow
+
+
+def preference_probability(rewards, *, temperature: float, flip_rate: float) -> np.ndarray:
+  """α = P(the rater prefers slot 0 to slot 1) for pairs of true rewards `[..., 2]`.
+
+  `α = (1 − ε)·σ((r_0 − r_1)/T) + ε·σ((r_1 − r_0)/T)` (T = 0: 1, 1/2, 0 as `r_0 >, =, < r_1`),
+  the probability of `bradley_terry_pair` and of slot 0 ranked first by `plackett_luce_ranking`
+  (it does so iff `r_0/T + g_0 > r_1/T + g_1` with g i.i.d. Gumbel(0, 1), and `g_1 − g_0` is
+  Logistic(0, 1)). With slot 0 the chosen response this is the "fraction of raters preferring
+  y_w" of the idealized ranking accuracy (`alignment.metrics.idealized_ranking_accuracy`).
+
+  Args:
+    rewards: true rewards `[..., 2]`.
+    temperature: T >= 0.
+    flip_rate: ε in [0, 1].
+
+  Returns:
+    float64 `[...]`.
+  """
+  r = np.asarray(rewards, np.float64)
+  if r.ndim < 1 or r.shape[-1] != 2:
+    raise ValueError(f"preference_probability: rewards must be [..., 2], got {r.shape}.")
+  _check("preference_probability", temperature, flip_rate, rewards=r)
+  p = _preference_probability(r[..., 0] - r[..., 1], temperature)
+  return (1.0 - flip_rate) * p + flip_rate * (1.0 - p)
 
 
 def _flipped_bernoulli(

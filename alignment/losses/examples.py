@@ -30,7 +30,7 @@ EXTRA_INPUTS = {
     "token_ref_logps": "tokens",
     "step_ids": "step_ids",
     "hidden_states": "hidden",
-    # Group objectives (§5): a completion mask makes logps/ref_logps token-level [B, K, T].
+    # Group objectives: a completion mask makes logps/ref_logps token-level [B, K, T].
     "mask": "completion_mask",
     "old_logps": "like_logps",
     "online_logps": "list",

@@ -1,14 +1,14 @@
-"""Lambda weights for pairwise ranking losses (ALGORITHMS.md §4.2, §4.3; Rax semantics).
+"""Lambda weights for pairwise ranking losses (Rax semantics; LiPO-λ).
 
 A lambda weight function has the signature
 `fn(scores, labels, *, where=None, weights=None, **options) -> [..., K, K]`: entry `[..., i, j]`
 weights the pair "item i is better than item j". Weights are 0 off the valid pairs (both items
 valid, `labels_i > labels_j` strictly) and are computed under stop-gradient. Ranks `τ` are the
 1-based positions of the items sorted by the current scores, descending; ties go to the earlier
-index and invalid items come after all valid ones (§4.2). Pass options with
+index and invalid items come after all valid ones. Pass options with
 `functools.partial(dcg_lambdaweight, topn=4)`.
 
-Metric conventions (§8.6): gain `g(y) = 2^y − 1`, discount `d(r) = 1/log2(1 + r)`; NDCG divides
+Metric conventions: gain `g(y) = 2^y − 1`, discount `d(r) = 1/log2(1 + r)`; NDCG divides
 by the ideal DCG (items ordered by gain), an ideal DCG of 0 counting as 1.
 """
 
@@ -19,7 +19,7 @@ from typing import Callable, Optional
 import jax
 import jax.numpy as jnp
 
-from alignment.losses import _utils
+from alignment import arrays
 
 Array = jax.Array
 
@@ -30,7 +30,7 @@ def _log2_discount(rank: Array) -> Array:
 
 
 def _ln_discount(rank: Array) -> Array:
-  """`1 / D(r)` with the LiPO discount `D(r) = ln(1 + r)` (§4.2)."""
+  """`1 / D(r)` with the LiPO discount `D(r) = ln(1 + r)`."""
   return 1.0 / jnp.log1p(rank)
 
 
@@ -42,8 +42,8 @@ def _topn_discounts(ranks: Array, discount_fn: Callable[[Array], Array],
 
 
 def _ideal_dcg(gains: Array, valid: Array, topn: Optional[int]) -> Array:
-  """`[..., 1]` DCG of the valid items ordered by gain, with 0 replaced by 1 (§4.3)."""
-  ideal_ranks = _utils.descending_ranks(gains, valid)
+  """`[..., 1]` DCG of the valid items ordered by gain, with 0 replaced by 1."""
+  ideal_ranks = arrays.descending_ranks(gains, valid)
   dcg = jnp.sum(jnp.where(valid, gains * _topn_discounts(ideal_ranks, _log2_discount, topn), 0.0),
                 axis=-1, keepdims=True)
   return jnp.where(dcg == 0.0, 1.0, dcg)
@@ -66,15 +66,15 @@ def _gain_weighted_lambdaweight(
   `g = (2^y − 1)·w`, divided by the ideal DCG when `normalize`. Shared by the DCG-type weights.
   """
   scores, labels, valid, weights = jax.lax.stop_gradient(
-      _utils.prepare_list(fn_name, scores, labels, where, weights))
-  ranks = _utils.descending_ranks(scores, valid)
+      arrays.prepare_list(fn_name, scores, labels, where, weights))
+  ranks = arrays.descending_ranks(scores, valid)
   gains = jnp.exp2(labels) - 1.0
   if weights is not None:
     gains = gains * weights
   if normalize:
     gains = gains / _ideal_dcg(gains, valid, topn)
-  lambdas = scale * jnp.abs(_utils.pairwise_differences(gains)) * rank_pair_discount_fn(ranks)
-  return jax.lax.stop_gradient(jnp.where(_utils.pair_mask(labels, valid), lambdas, 0.0))
+  lambdas = scale * jnp.abs(arrays.pairwise_differences(gains)) * rank_pair_discount_fn(ranks)
+  return jax.lax.stop_gradient(jnp.where(arrays.pair_mask(labels, valid), lambdas, 0.0))
 
 
 def labeldiff_lambdaweight(
@@ -97,9 +97,9 @@ def labeldiff_lambdaweight(
   """
   del weights  # Item weights multiply the pair loss itself, not this weight (as in Rax).
   _, labels, valid, _ = jax.lax.stop_gradient(
-      _utils.prepare_list("labeldiff_lambdaweight", scores, labels, where, None))
-  lambdas = jnp.abs(_utils.pairwise_differences(labels))
-  return jnp.where(_utils.pair_mask(labels, valid), lambdas, 0.0)
+      arrays.prepare_list("labeldiff_lambdaweight", scores, labels, where, None))
+  lambdas = jnp.abs(arrays.pairwise_differences(labels))
+  return jnp.where(arrays.pair_mask(labels, valid), lambdas, 0.0)
 
 
 def dcg_lambdaweight(
@@ -116,9 +116,9 @@ def dcg_lambdaweight(
   `λ_ij = K·|g_i − g_j|·|d(τ_i) − d(τ_j)|`, `g = (2^y − 1)·w`, `d(r) = 1/log2(1 + r)`, τ the
   ranks by current scores, `K = scores.shape[-1]` (the padded list size, as in Rax).
   Paper: *Learning to Rank with Nonsmooth Cost Functions* (Burges et al., NeurIPS 2006).
-  ALGORITHMS.md §4.3: `topn=n` sets `d(τ) = 0` for `τ > n` before differencing; `normalize=True`
+  `topn=n` sets `d(τ) = 0` for `τ > n` before differencing; `normalize=True`
   divides the gains by the ideal DCG (same `topn`; 0 -> 1), giving NDCG lambda weights.
-  Relation to LiPO: `dcg_lambdaweight = K·ln 2·lipo_lambdaweight` (§4.2).
+  Relation to LiPO: `dcg_lambdaweight = K·ln 2·lipo_lambdaweight`.
 
   Args:
     scores: `[..., K]` current scores (ranks only; no gradient flows).
@@ -132,7 +132,7 @@ def dcg_lambdaweight(
     `[..., K, K]` stop-gradient weights, 0 off the valid pairs.
   """
   def pair_discount(ranks: Array) -> Array:
-    return jnp.abs(_utils.pairwise_differences(_topn_discounts(ranks, _log2_discount, topn)))
+    return jnp.abs(arrays.pairwise_differences(_topn_discounts(ranks, _log2_discount, topn)))
 
   return _gain_weighted_lambdaweight(
       "dcg_lambdaweight", pair_discount, scores, labels, where=where, weights=weights,
@@ -163,7 +163,7 @@ def dcg2_lambdaweight(
   """
   def pair_discount(ranks: Array) -> Array:
     ranks = ranks.astype(jnp.float32)
-    gap = jnp.abs(_utils.pairwise_differences(ranks))
+    gap = jnp.abs(arrays.pairwise_differences(ranks))
     safe_gap = jnp.maximum(gap, 1.0)  # d(0) = 1/log2(1) is infinite; such pairs get 0 below.
     if light_discount:
       discounts = _log2_discount(safe_gap)
@@ -191,7 +191,7 @@ def lipo_lambdaweight(
     weights: Optional[Array] = None,
     rax_scaled: bool = False,
 ) -> Array:
-  r"""LiPO-λ lambda weights, paper-exact (ALGORITHMS.md §4.2).
+  r"""LiPO-λ lambda weights, paper-exact.
 
   `Δ_ij = |G_i − G_j|·|1/D(τ_i) − 1/D(τ_j)|`, `G_i = 2^{ψ_i}`, `D(τ) = ln(1 + τ)` (natural log),
   τ the 1-based rank of each valid item by the current scores (ties: earlier index first;
@@ -200,7 +200,7 @@ def lipo_lambdaweight(
   through Learning-to-Rank* (Liu, Qin et al., 2024). `rax_scaled=True` returns Rax's
   `dcg_lambdaweight`, which equals `K·ln 2·Δ` exactly (K = `scores.shape[-1]`, padded slots
   included). With K = 2, labels `[1, 0]` the single pair weighs `|2^1 − 2^0|·|1/ln 2 − 1/ln 3|`
-  ≈ 0.532456, whichever item ranks first (§0.3).
+  ≈ 0.532456, whichever item ranks first (`docs/conventions.md`).
 
   Args:
     scores: `[..., K]` current scores (ranks only; invariant to β > 0).
@@ -216,7 +216,7 @@ def lipo_lambdaweight(
     return dcg_lambdaweight(scores, labels, where=where, weights=weights)
 
   def pair_discount(ranks: Array) -> Array:
-    return jnp.abs(_utils.pairwise_differences(_ln_discount(ranks.astype(jnp.float32))))
+    return jnp.abs(arrays.pairwise_differences(_ln_discount(ranks.astype(jnp.float32))))
 
   return _gain_weighted_lambdaweight(
       "lipo_lambdaweight", pair_discount, scores, labels, where=where, weights=weights,

@@ -1,4 +1,4 @@
-"""Listwise preference objectives (ALGORITHMS.md §4): learning-to-rank on implicit rewards.
+"""Listwise preference objectives: learning-to-rank on implicit rewards.
 
 Each objective takes `(logps, ref_logps, labels)` `[..., K]` (the last axis is the list of K
 responses to one prompt, every leading axis a batch axis), turns them into scores and calls a
@@ -6,28 +6,28 @@ generic ranking loss of `alignment.losses.ranking`. The LiPO family uses the imp
 `s_i = β·(lp_i − lr_i)`; PRO and KnowPAT are reference-free (average log-probs); TPO scores
 responses from per-step token log-ratios.
 
-The K = 2 reduction (§0.3): for K = 2, labels `[1, 0]` and `s = β·ρ`, `lipo_pair_logistic`,
-`lipo_listmle` and `lipo_softmax` equal DPO `−logσ(β·h)` exactly, `lipo_lambda` equals
-`|2^1 − 2^0|·|1/ln 2 − 1/ln 3|` (≈ 0.532456) × DPO and `lipo_pair_hinge` equals the SLiC
-`hinge` `max(0, 1 − β·h)`; with the mean over valid pairs the batch means agree too.
+The K = 2 reduction (`docs/conventions.md`): for K = 2, labels `[1, 0]` and `s = β·ρ`,
+`lipo_pair_logistic`, `lipo_listmle` and `lipo_softmax` equal DPO `−logσ(β·h)` exactly,
+`lipo_lambda` equals `|2^1 − 2^0|·|1/ln 2 − 1/ln 3|` (≈ 0.532456) × DPO and `lipo_pair_hinge` equals
+the SLiC `hinge` `max(0, 1 − β·h)`; with the mean over valid pairs the batch means agree too.
 
-Reductions follow §0.2: pair-based objectives average over all valid pairs of the input, list-based
-ones over lists with at least one valid item; `reduce_fn=None` returns the unreduced values
-(`[..., K, K]` pair losses or `[...]` list losses), `losses.sum_and_count` the exact
-`(sum, count)` pair.
+Reductions follow `docs/conventions.md`: pair-based objectives average over all valid pairs of the
+input, list-based ones over lists with at least one valid item; `reduce_fn=None` returns the
+unreduced values (`[..., K, K]` pair losses or `[...]` list losses), `losses.sum_and_count` the
+exact `(sum, count)` pair.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Optional, Sequence
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from alignment import scores as scores_lib
-from alignment.losses import _utils
+from alignment import arrays
 from alignment.losses import lambdaweights
 from alignment.losses import ranking
 from alignment.losses.registry import register
@@ -42,7 +42,7 @@ _TPO_PAPER = (
     "(Liao, Chu, Wang; ICLR 2025); code MrBlankness/TPO"
 )
 _TPO_INPUTS = ("token_logps", "token_ref_logps", "step_ids", "hidden_states")
-_RANKLIST_PAPER = "RankList (Naini, Diaz, Busso, 2025); loss reconstructed (ALGORITHMS.md §4.9)"
+_RANKLIST_PAPER = "RankList (Naini, Diaz, Busso, 2025); loss reconstructed"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -51,19 +51,19 @@ _RANKLIST_PAPER = "RankList (Naini, Diaz, Busso, 2025); loss reconstructed (ALGO
 
 def _implicit_rewards(fn_name: str, logps, ref_logps, beta, **others) -> Array:
   """`s = β·(lp − stop_gradient(lr))` `[..., K]`, after checking β > 0 and every shape."""
-  _utils.check_positive("beta", beta, where=fn_name)
-  _utils.check_shapes(fn_name, "logps", logps, ref_logps=ref_logps, **others)
+  arrays.check_positive("beta", beta, where=fn_name)
+  arrays.check_shapes(fn_name, "logps", logps, ref_logps=ref_logps, **others)
   return beta * scores_lib.log_ratio(logps, ref_logps)
 
 
 def _first_valid_mask(labels: Array, valid: Array) -> Array:
   """One-hot `[..., K]` of the best valid item (largest label; first index on ties)."""
-  return valid & (_utils.descending_ranks(labels, valid) == 1)
+  return valid & (arrays.descending_ranks(labels, valid) == 1)
 
 
 def _check_sorted(fn_name: str, labels, where) -> None:
   """Raises if concrete `labels` are not non-increasing over the valid slots of each list."""
-  y, m = _utils.concrete_array(labels), _utils.concrete_array(where)
+  y, m = arrays.concrete_array(labels), arrays.concrete_array(where)
   if y is None or (where is not None and m is None):
     return
   y = y.astype(np.float64)
@@ -79,7 +79,7 @@ def _check_sorted(fn_name: str, labels, where) -> None:
 
 
 # ------------------------------------------------------------------------------------------------
-# LiPO (§4.1, §4.2).
+# LiPO.
 
 
 def lipo_pair_logistic(
@@ -89,7 +89,8 @@ def lipo_pair_logistic(
   r"""LiPO pair-logistic (DPO_BT): `Σ_{ψi>ψj} softplus(−(s_i − s_j))`, `s = β·ρ`.
 
   Paper: *LiPO: Listwise Preference Optimization through Learning-to-Rank* (2024); Rax
-  `pairwise_logistic_loss`. Mean over all valid pairs (§0.2). K = 2, labels `[1, 0]`: DPO.
+  `pairwise_logistic_loss`. Mean over all valid pairs (`docs/conventions.md`). K = 2, labels
+  `[1, 0]`: DPO.
 
   Args:
     logps, ref_logps: `[..., K]` summed policy / reference log-probs.
@@ -131,7 +132,7 @@ def lipo_listmle(
   r"""LiPO ListMLE (DPO_PL): `−Σ_r [s_{π(r)} − log Σ_{r'≥r} e^{s_{π(r')}}]`, `s = β·ρ`.
 
   π sorts the valid responses by ψ descending, stably (ties keep input order) unless a PRNG
-  `key` breaks ties at random (§4.4). Paper: LiPO (2024); Rax `listmle_loss`. Mean over lists
+  `key` breaks ties at random. Paper: LiPO (2024); Rax `listmle_loss`. Mean over lists
   with a valid response. K = 2, labels `[1, 0]`: `−[s_w − log(e^{s_w} + e^{s_l})] − 0` = DPO.
   Other arguments as in `lipo_pair_logistic`; `reduce_fn=None` gives `[...]`.
   """
@@ -148,8 +149,8 @@ def lipo_softmax(
 ):
   r"""LiPO softmax / ListNet: `−Σ_i p_i·log softmax(s)_i`, `p = ψ/Σ_valid ψ`, `s = β·ρ`.
 
-  Labels must be >= 0; an all-zero list gets the uniform target over its valid responses
-  (§4.4). Paper: LiPO (2024); Rax `softmax_loss(label_fn=normalize_probabilities)`. Mean over
+  Labels must be >= 0; an all-zero list gets the uniform target over its valid responses.
+  Paper: LiPO (2024); Rax `softmax_loss(label_fn=normalize_probabilities)`. Mean over
   lists with a valid response. K = 2, labels `[1, 0]`: `−log softmax(s)_w` = DPO. Other
   arguments as in `lipo_pair_logistic`; `reduce_fn=None` gives `[...]`.
   """
@@ -186,7 +187,7 @@ def lipo_pointwise(
 ):
   r"""LiPO pointwise: `−[ψ_i·logσ(s_i) + (1 − ψ_i)·logσ(−s_i)]` per response, `s = β·ρ`.
 
-  Labels must lie in [0, 1] (§3.5). Paper: LiPO (2024); Rax `pointwise_sigmoid_loss`. Mean over
+  Labels must lie in [0, 1]. Paper: LiPO (2024); Rax `pointwise_sigmoid_loss`. Mean over
   valid responses; `reduce_fn=None` gives `[..., K]`. Arguments as in `lipo_pair_logistic`.
   """
   del lengths  # Unused: LiPO ranks summed log-ratios.
@@ -197,7 +198,7 @@ def lipo_pointwise(
 
 
 def labels_from_pairwise_probs(probs, *, where=None) -> Array:
-  """LiPO labels `ψ_i = mean_{j ≠ i, valid} P(y_i ≻ y_j)` (§4.1).
+  """LiPO labels `ψ_i = mean_{j ≠ i, valid} P(y_i ≻ y_j)`.
 
   Args:
     probs: `[..., K, K]`, `probs[..., i, j] = P(y_i ≻ y_j)` from a pairwise reward-ranking
@@ -207,17 +208,17 @@ def labels_from_pairwise_probs(probs, *, where=None) -> Array:
   Returns:
     `[..., K]` labels in [0, 1]; 0 for invalid responses and for lists of one valid response.
   """
-  probs = _utils.f32(probs)
+  probs = arrays.f32(probs)
   if probs.ndim < 2 or probs.shape[-1] != probs.shape[-2]:
     raise ValueError(f"labels_from_pairwise_probs: probs must be [..., K, K], got {probs.shape}.")
-  valid = _utils.valid_mask(probs[..., 0], where)
+  valid = arrays.valid_mask(probs[..., 0], where)
   k = probs.shape[-1]
   others = valid[..., :, None] & valid[..., None, :] & ~jnp.eye(k, dtype=bool)
-  return _sg(_utils.masked_mean(probs, others, axis=-1) * valid)
+  return _sg(arrays.masked_mean(probs, others, axis=-1) * valid)
 
 
 # ------------------------------------------------------------------------------------------------
-# PRO (§4.5).
+# PRO.
 
 
 def pro(
@@ -252,22 +253,22 @@ def pro(
   """
   name = "pro"
   del ref_logps  # Reference-free.
-  _utils.check_shapes(name, "logps", logps, lengths=lengths)
+  arrays.check_shapes(name, "logps", logps, lengths=lengths)
   k = jnp.shape(logps)[-1]
-  _utils.check_range("sft_index", sft_index, low=0, high=k - 1, where=name)
-  _utils.check_range("sft_weight", sft_weight, low=0.0, where=name)
-  _utils.check_range("epsilon", epsilon, low=0.0, where=name)
+  arrays.check_range("sft_index", sft_index, low=0, high=k - 1, where=name)
+  arrays.check_range("sft_weight", sft_weight, low=0.0, where=name)
+  arrays.check_range("epsilon", epsilon, low=0.0, where=name)
   if lengths is None:
     raise ValueError(f"{name}: `lengths` (completion token counts, [..., K]) is required.")
   _check_sorted(name, labels, where)
   s = scores_lib.average_logprob(logps, lengths)
-  s, rewards, valid, weights = _utils.prepare_list(name, s, labels, where, weights)
-  lp = jnp.where(valid, _utils.f32(logps), 0.0)
+  s, rewards, valid, weights = arrays.prepare_list(name, s, labels, where, weights)
+  lp = jnp.where(valid, arrays.f32(logps), 0.0)
 
   index = jnp.arange(k)
   later = valid[..., :, None] & valid[..., None, :] & (index[None, :] > index[:, None])  # [t, j]
   has_stage = jnp.any(later, axis=-1)
-  gaps = _utils.pairwise_differences(rewards)  # T_tj = r_t − r_j
+  gaps = arrays.pairwise_differences(rewards)  # T_tj = r_t − r_j
   top_gap = jnp.max(jnp.where(later, gaps, -jnp.inf), axis=-1)
   top_gap = _sg(jnp.where(has_stage, top_gap, 0.0))  # T_tt
   own = s * top_gap  # s_t·T_tt
@@ -278,7 +279,7 @@ def pro(
   logits = jnp.concatenate([logits, jnp.broadcast_to(log_eps, logits.shape[:-1] + (1,))], -1)
   terms_mask = jnp.concatenate(
       [terms_mask, jnp.broadcast_to(epsilon > 0, terms_mask.shape[:-1] + (1,))], -1)
-  stage_losses = _utils.masked_logsumexp(logits, terms_mask) - own
+  stage_losses = arrays.masked_logsumexp(logits, terms_mask) - own
   if weights is not None:
     stage_losses = stage_losses * weights
   rank_loss = jnp.sum(jnp.where(has_stage, stage_losses, 0.0), axis=-1)
@@ -286,11 +287,11 @@ def pro(
   n = jnp.sum(valid, axis=-1, dtype=jnp.float32)
   sft = -jnp.where(valid[..., sft_index], lp[..., sft_index], 0.0)
   per_list = rank_loss + sft_weight * jnp.square(jnp.maximum(n - 1.0, 0.0)) * sft
-  return _utils.reduce_loss(per_list, _utils.list_mask(valid), reduce_fn)
+  return arrays.reduce_loss(per_list, arrays.list_mask(valid), reduce_fn)
 
 
 # ------------------------------------------------------------------------------------------------
-# TPO (§4.6).
+# TPO.
 
 
 def tpo_response_scores(
@@ -301,7 +302,7 @@ def tpo_response_scores(
   `ρ̄_{n,k}` = mean over the tokens of step k of `lp_t − lr_t`; `w_{n,k} = 1 + cos(h̄_{n,k},
   h̄_{0,k})` (stop-gradient), `h̄_{n,k}` the mean hidden state of step k of response n and
   response 0 the best one. Steps are used up to the minimum step count over the valid
-  responses of the list (§4.6).
+  responses of the list.
 
   Args:
     token_logps, token_ref_logps: `[..., K, T]` per-token log-probs of policy / reference.
@@ -314,21 +315,21 @@ def tpo_response_scores(
     `[..., K]` response scores (0 for invalid responses).
   """
   name = "tpo"
-  token_logps = _utils.f32(token_logps)
+  token_logps = arrays.f32(token_logps)
   if token_logps.ndim < 2:
     raise ValueError(f"{name}: token_logps must be [..., K, T], got {token_logps.shape}.")
-  _utils.check_shapes(name, "token_logps", token_logps, token_ref_logps=token_ref_logps,
+  arrays.check_shapes(name, "token_logps", token_logps, token_ref_logps=token_ref_logps,
                       step_ids=step_ids)
   if jnp.shape(hidden_states)[:-1] != token_logps.shape:
     raise ValueError(f"{name}: hidden_states must be {token_logps.shape + ('D',)}, got "
                      f"{jnp.shape(hidden_states)}.")
   num_steps = token_logps.shape[-1] if max_steps is None else int(max_steps)
-  _utils.check_array_range("step_ids", step_ids, low=0, high=num_steps, where=name)
-  valid = _utils.valid_mask(token_logps[..., 0], where)
+  arrays.check_array_range("step_ids", step_ids, low=0, high=num_steps, where=name)
+  valid = arrays.valid_mask(token_logps[..., 0], where)
   step_ids = jnp.asarray(step_ids)
   in_step = step_ids > 0
-  rho = jnp.where(in_step, token_logps - _sg(_utils.f32(token_ref_logps)), 0.0)
-  hidden = _sg(jnp.where(in_step[..., None], _utils.f32(hidden_states), 0.0))
+  rho = jnp.where(in_step, token_logps - _sg(arrays.f32(token_ref_logps)), 0.0)
+  hidden = _sg(jnp.where(in_step[..., None], arrays.f32(hidden_states), 0.0))
 
   one_hot = (step_ids[..., None] == jnp.arange(1, num_steps + 1)).astype(jnp.float32)  # [.,K,T,S]
   counts = jnp.sum(one_hot, axis=-2)  # [..., K, S]
@@ -356,7 +357,7 @@ def _tpo_scores(name, labels, where, token_logps, token_ref_logps, step_ids, hid
                                              hidden_states)):
     if value is None:
       raise ValueError(f"{name}: `{input_name}` is required (TPO scores per-step log-ratios).")
-  y, m = _utils.concrete_array(labels), _utils.concrete_array(where)
+  y, m = arrays.concrete_array(labels), arrays.concrete_array(where)
   if y is not None and (where is None or m is not None):
     m = np.ones(y.shape, bool) if m is None else np.broadcast_to(m, y.shape)
     nonempty = m.any(-1)
@@ -377,7 +378,7 @@ def tpo(
   `L = lipo_lambda(scores = β·S, labels = ψ)` with `S` from `tpo_response_scores` (per-step mean
   log-ratios weighted by `1 + cos` similarity of step hidden states to the best response's).
   Paper: *TPO: Aligning Large Language Models with Multi-branch & Multi-step Preference Trees*
-  (Liao, Chu, Wang; ICLR 2025), code `MrBlankness/TPO`; this is the paper's intent (§4.6), not
+  (Liao, Chu, Wang; ICLR 2025), code `MrBlankness/TPO`; this is the paper's intent, not
   the released loss (`tpo_released`). Mean over valid pairs. K = 2, one step per response:
   `0.532456…·DPO` on per-token mean log-ratios.
 
@@ -397,7 +398,7 @@ def tpo(
   """
   name = "tpo"
   del logps, ref_logps, lengths  # TPO scores from the per-token inputs.
-  _utils.check_positive("beta", beta, where=name)
+  arrays.check_positive("beta", beta, where=name)
   s = _tpo_scores(name, labels, where, token_logps, token_ref_logps, step_ids, hidden_states,
                   max_steps)
   return ranking.pairwise_logistic_loss(beta * s, labels, where=where, weights=weights,
@@ -422,24 +423,24 @@ def tpo_released(
   """
   name = "tpo_released"
   del logps, ref_logps, lengths  # TPO scores from the per-token inputs.
-  _utils.check_positive("beta", beta, where=name)
+  arrays.check_positive("beta", beta, where=name)
   s = _tpo_scores(name, labels, where, token_logps, token_ref_logps, step_ids, hidden_states,
                   max_steps)
-  s, labels, valid, weights = _utils.prepare_list(name, s, labels, where, weights)
+  s, labels, valid, weights = arrays.prepare_list(name, s, labels, where, weights)
   both = valid[..., :, None] & valid[..., None, :]
-  sign = jnp.sign(_utils.pairwise_differences(labels))
-  terms = jax.nn.softplus(-_utils.pairwise_differences(s) * sign)
+  sign = jnp.sign(arrays.pairwise_differences(labels))
+  terms = jax.nn.softplus(-arrays.pairwise_differences(s) * sign)
   if weights is not None:
     terms = terms * weights[..., :, None]
   n = jnp.sum(valid, axis=-1, dtype=jnp.float32)
   ranking_value = jnp.sum(jnp.where(both, terms, 0.0), axis=(-2, -1)) / jnp.maximum(
       n * (n - 1.0), 1.0)
   per_list = jax.nn.softplus(-beta * ranking_value)
-  return _utils.reduce_loss(per_list, _utils.list_mask(valid), reduce_fn)
+  return arrays.reduce_loss(per_list, arrays.list_mask(valid), reduce_fn)
 
 
 # ------------------------------------------------------------------------------------------------
-# KnowPAT (§4.7).
+# KnowPAT.
 
 
 def knowpat(
@@ -478,18 +479,18 @@ def knowpat(
   """
   name = "knowpat"
   del ref_logps  # Reference-free.
-  _utils.check_shapes(name, "logps", logps, lengths=lengths)
+  arrays.check_shapes(name, "logps", logps, lengths=lengths)
   for hp, value in (("length_penalty", length_penalty), ("align_scale", align_scale),
                     ("rrhf_weight", rrhf_weight)):
-    _utils.check_range(hp, value, low=0.0, where=name)
+    arrays.check_range(hp, value, low=0.0, where=name)
   if lengths is None:
     raise ValueError(f"{name}: `lengths` (completion token counts, [..., K]) is required.")
   if sft_padded_mean and padded_length is None:
     raise ValueError(f"{name}: sft_padded_mean=True needs `padded_length`.")
-  n_tokens = jnp.maximum(_utils.f32(lengths), 1.0)
-  s = _utils.f32(logps) / n_tokens ** length_penalty
-  s, labels, valid, weights = _utils.prepare_list(name, s, labels, where, weights)
-  lp = jnp.where(valid, _utils.f32(logps), 0.0)
+  n_tokens = jnp.maximum(arrays.f32(lengths), 1.0)
+  s = arrays.f32(logps) / n_tokens ** length_penalty
+  s, labels, valid, weights = arrays.prepare_list(name, s, labels, where, weights)
+  lp = jnp.where(valid, arrays.f32(logps), 0.0)
 
   s_const = _sg(s)
   s_max = jnp.max(jnp.where(valid, s_const, -jnp.inf), axis=-1, keepdims=True)
@@ -509,33 +510,33 @@ def knowpat(
   align = align_scale * jnp.sum(jnp.where(has_after, w * terms, 0.0), axis=-1)
 
   best = _first_valid_mask(labels, valid)
-  denominator = (jnp.broadcast_to(_utils.f32(padded_length), best.shape[:-1])[..., None]
+  denominator = (jnp.broadcast_to(arrays.f32(padded_length), best.shape[:-1])[..., None]
                  if sft_padded_mean else n_tokens)
   sft = -jnp.sum(jnp.where(best, lp / denominator, 0.0), axis=-1)
   per_list = rrhf_weight * align + sft
-  return _utils.reduce_loss(per_list, _utils.list_mask(valid), reduce_fn)
+  return arrays.reduce_loss(per_list, arrays.list_mask(valid), reduce_fn)
 
 
 # ------------------------------------------------------------------------------------------------
-# RankList (§4.9, reconstruction).
+# RankList (reconstruction).
 
 
 def _skip_pairs(labels: Array, valid: Array, max_skip, min_gap) -> Array:
   """`[..., K, K]` pairs `(π(r), π(r + k))`, `1 <= k <= max_skip`, label gap >= `min_gap`."""
-  position = _utils.descending_ranks(labels, valid)
-  skip = -_utils.pairwise_differences(position)  # position_j − position_i
-  gap = _utils.pairwise_differences(labels)
+  position = arrays.descending_ranks(labels, valid)
+  skip = -arrays.pairwise_differences(position)  # position_j − position_i
+  gap = arrays.pairwise_differences(labels)
   k = labels.shape[-1]
   max_skip = k - 1 if max_skip is None else max_skip
-  return _utils.pair_mask(labels, valid) & (skip <= max_skip) & (gap >= min_gap)
+  return arrays.pair_mask(labels, valid) & (skip <= max_skip) & (gap >= min_gap)
 
 
 def _ranklist_inputs(name, logps, ref_logps, labels, where, weights, beta, max_skip, min_gap):
-  _utils.check_range("max_skip", max_skip, low=1.0, where=name)
-  _utils.check_range("min_gap", min_gap, low=0.0, where=name)
+  arrays.check_range("max_skip", max_skip, low=1.0, where=name)
+  arrays.check_range("min_gap", min_gap, low=0.0, where=name)
   s = _implicit_rewards(name, logps, ref_logps, beta, labels=labels, where=where,
                         weights=weights)
-  s, labels, valid, weights = _utils.prepare_list(name, s, labels, where, weights)
+  s, labels, valid, weights = arrays.prepare_list(name, s, labels, where, weights)
   return s, valid, weights, _skip_pairs(labels, valid, max_skip, min_gap)
 
 
@@ -549,7 +550,7 @@ def ranklist_pairs(
   for `k <= max_skip` (the curriculum `k_max(t)`, see `ranklist_max_skip`; None = K − 1, all
   strict pairs) with label gap `ψ_i − ψ_j >= min_gap` (the minimum margin W, default 0) and
   `ψ_i > ψ_j`; loss = mean over those pairs of `w_i·softplus(−(s_i − s_j))` (RankNet),
-  `s = β·ρ`. Paper: RankList (Naini, Diaz, Busso, 2025), ALGORITHMS.md §4.9. With
+  `s = β·ρ`. Paper: RankList (Naini, Diaz, Busso, 2025); the loss is a reconstruction. With
   `max_skip=None` it equals `lipo_pair_logistic`; K = 2, labels `[1, 0]`: DPO.
 
   Args:
@@ -564,10 +565,10 @@ def ranklist_pairs(
   del lengths  # Unused: scores are summed log-ratios.
   s, _, weights, pairs = _ranklist_inputs(name, logps, ref_logps, labels, where, weights, beta,
                                           max_skip, min_gap)
-  losses = jax.nn.softplus(-_utils.pairwise_differences(s))
+  losses = jax.nn.softplus(-arrays.pairwise_differences(s))
   if weights is not None:
     losses = losses * weights[..., :, None]
-  return _utils.reduce_loss(losses, pairs, reduce_fn)
+  return arrays.reduce_loss(losses, pairs, reduce_fn)
 
 
 def ranklist_lse(
@@ -585,15 +586,15 @@ def ranklist_lse(
   del lengths  # Unused: scores are summed log-ratios.
   s, valid, weights, pairs = _ranklist_inputs(name, logps, ref_logps, labels, where, weights,
                                               beta, max_skip, min_gap)
-  logits = -_utils.pairwise_differences(s)
+  logits = -arrays.pairwise_differences(s)
   if weights is not None:
     pairs = pairs & (weights[..., :, None] > 0)
     logits = logits + jnp.log(jnp.where(pairs, weights[..., :, None], 1.0))
   flat_shape = s.shape[:-1] + (-1,)
   logits = jnp.concatenate([jnp.zeros(s.shape[:-1] + (1,)), logits.reshape(flat_shape)], -1)
   mask = jnp.concatenate([jnp.ones(s.shape[:-1] + (1,), bool), pairs.reshape(flat_shape)], -1)
-  per_list = _utils.masked_logsumexp(logits, mask)
-  return _utils.reduce_loss(per_list, _utils.list_mask(valid), reduce_fn)
+  per_list = arrays.masked_logsumexp(logits, mask)
+  return arrays.reduce_loss(per_list, arrays.list_mask(valid), reduce_fn)
 
 
 def ranklist_max_skip(step, *, total_steps: int, list_size: int):
@@ -602,84 +603,10 @@ def ranklist_max_skip(step, *, total_steps: int, list_size: int):
   `k_max(t) = 1 + floor((K − 2)·min(t / total_steps, 1))`; pass it as `max_skip` (it may be a
   traced step counter).
   """
-  _utils.check_range("total_steps", total_steps, low=1.0, where="ranklist_max_skip")
-  _utils.check_range("list_size", list_size, low=2.0, where="ranklist_max_skip")
+  arrays.check_range("total_steps", total_steps, low=1.0, where="ranklist_max_skip")
+  arrays.check_range("list_size", list_size, low=2.0, where="ranklist_max_skip")
   progress = jnp.minimum(jnp.asarray(step, jnp.float32) / total_steps, 1.0)
   return 1 + jnp.floor((list_size - 2) * progress).astype(jnp.int32)
-
-
-# ------------------------------------------------------------------------------------------------
-# Curry-DPO (§4.8): data-side pair builders.
-
-
-def curry_pairs(ratings, *, where=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """Curry-DPO pairs of one list: `(chosen_idx, rejected_idx, stage)`, int arrays, easy first.
-
-  The valid responses are ranked `R_1 > … > R_n` by rating (stable); the pairs are
-  `(R_1, R_j)` for `j = n, …, 2` (largest rating gap, "easy", first), dropping ratings equal
-  to `R_1`'s. `stage = n − j`, i.e. grouped by the rejected response's rank (stage 0 pairs the
-  best with the worst). Paper: *Curry-DPO: Enhancing Alignment using Curriculum Learning &
-  Ranked Preferences* (Pattnaik et al., 2024).
-
-  Args:
-    ratings: `[K]` ratings, higher is better.
-    where: optional `[K]` bool, valid responses.
-  """
-  ratings = np.asarray(ratings, np.float64)
-  if ratings.ndim != 1:
-    raise ValueError(f"curry_pairs: ratings must be [K], got shape {ratings.shape}.")
-  valid = np.ones(ratings.shape, bool) if where is None else np.asarray(where, bool)
-  order = np.flatnonzero(valid)[np.argsort(-ratings[valid], kind="stable")]
-  if order.size < 2:
-    empty = np.zeros((0,), np.int64)
-    return empty, empty, empty
-  best, rest = order[0], order[1:]
-  rank = np.arange(2, order.size + 1)
-  keep = ratings[rest] < ratings[best]
-  rejected, rank = rest[keep][::-1], rank[keep][::-1]
-  return np.full(rejected.shape, best, np.int64), rejected.astype(np.int64), order.size - rank
-
-
-def curry_schedule(
-    ratings: Sequence, *, where: Optional[Sequence] = None, by: str = "rank",
-    num_stages: Optional[int] = None,
-) -> list[np.ndarray]:
-  """Curry-DPO curriculum over a dataset: stages, each `[n, 3]` rows (example, chosen, rejected).
-
-  `by="rank"` (default) groups the pairs of `curry_pairs` by stage (the rejected response's
-  rank level); `by="gap"` sorts all pairs by rating gap, largest first, and splits them into
-  `num_stages` (default K − 1) nearly equal stages. Within a stage, pairs run easy → hard
-  (largest gap first; ties by example). Iterative training (default, §4.8) makes the model after
-  stage i both the initialisation and the reference of stage i + 1: the training loop recomputes
-  reference log-probs between stages.
-
-  Args:
-    ratings: `[N, K]` (or a sequence of `[K]`) ratings.
-    where: optional matching validity masks.
-    by: "rank" or "gap".
-    num_stages: number of stages for `by="gap"`.
-  """
-  if by not in ("rank", "gap"):
-    raise ValueError(f"curry_schedule: by must be 'rank' or 'gap', got {by!r}.")
-  rows = []
-  for example, list_ratings in enumerate(ratings):
-    list_where = None if where is None else where[example]
-    chosen, rejected, stage = curry_pairs(list_ratings, where=list_where)
-    r = np.asarray(list_ratings, np.float64)
-    for c, j, st in zip(chosen, rejected, stage):
-      rows.append((example, int(c), int(j), int(st), r[c] - r[j]))
-  if not rows:
-    return []
-  table = np.array([row[:4] for row in rows], np.int64)
-  gaps = np.array([row[4] for row in rows])
-  order = np.lexsort((table[:, 0], -gaps))  # gap descending, then example
-  table, gaps = table[order], gaps[order]
-  if by == "rank":
-    return [table[table[:, 3] == st, :3] for st in np.unique(table[:, 3])]
-  k = max(len(np.asarray(r)) for r in ratings)
-  stages = (k - 1) if num_stages is None else num_stages
-  _utils.check_range("num_stages", stages, low=1.0, where="curry_schedule")
-  return [chunk[:, :3] for chunk in np.array_split(table, stages) if len(chunk)]
 
 
 # ------------------------------------------------------------------------------------------------

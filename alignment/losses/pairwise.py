@@ -1,22 +1,22 @@
-"""Pairwise (margin) preference objectives (ALGORITHMS.md §1).
+"""Pairwise (margin) preference objectives.
 
 Every objective takes `logps, ref_logps, labels` of shape `[..., 2]` (all leading axes are batch
 axes) with slot 0 the chosen response `y_w` and slot 1 the rejected `y_l`;
 `pair_to_list(chosen, rejected)` builds that layout and the labels `[1, 0]`.
 
-How labels are used (consistent with `_utils.pair_mask`): a pair exists iff its two labels are
+How labels are used (consistent with `arrays.pair_mask`): a pair exists iff its two labels are
 strictly ordered and both slots are valid under `where`; the slot with the higher label is the
 chosen one, so swapped layouts (`labels = [0, 1]`) are ordered by the labels, and a pair whose
-labels tie contributes nothing (it is masked like padding). `labels=None` means `[1, 0]`.
-Per-item `weights` attach to the chosen item (§0.2), so weights `[..., 2]` act through the slot
-that the labels make the chosen one.
+labels tie contributes nothing (it is masked like padding). `labels=None` means `[1, 0]`. Per-item
+`weights` attach to the chosen item (`docs/conventions.md`), so weights `[..., 2]` act through the
+slot that the labels make the chosen one.
 
-Reduction (§0.2): `reduce_fn=jnp.mean` is the mean over valid pairs of the whole input (the DPO
-batch mean); `None` returns `[...]` per-pair values with invalid pairs set to 0.
+Reduction (`docs/conventions.md`): `reduce_fn=jnp.mean` is the mean over valid pairs of the whole
+input (the DPO batch mean); `None` returns `[...]` per-pair values with invalid pairs set to 0.
 
-Scores: the §1 objectives that allow it take `fdiv=` (§1.16): each log-ratio ρ is replaced by
-`s(ρ)` and `Δ = s_w − s_l` replaces the DPO logit `h` (`"reverse_kl"` = plain DPO). WPO (§1.15)
-enters as `weights=scores.wpo_weights(...)`, LD-DPO (§1.17) as inputs from
+Scores: the objectives that allow it take `fdiv=` (f-divergence scores, `scores.fdiv_transform`):
+each log-ratio ρ is replaced by `s(ρ)` and `Δ = s_w − s_l` replaces the DPO logit `h`
+(`"reverse_kl"` = plain DPO). WPO enters as `weights=scores.wpo_weights(...)`, LD-DPO as inputs from
 `scores.ld_dpo_logps(...)`.
 """
 
@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from alignment import scores
-from alignment.losses import _pairs, _utils
+from alignment import arrays
 from alignment.losses.pointwise import RunningMoments, running_moments_init, running_moments_update
 from alignment.losses.registry import get, register, spec
 
@@ -52,7 +52,38 @@ def pair_to_list(chosen, rejected) -> tuple[Array, Array]:
 
 
 # ------------------------------------------------------------------------------------------------
-# Shared private helpers.
+# Terms shared with the reference-free objectives.
+
+
+def smoothed_logistic(z, label_smoothing) -> Array:
+  """`−(1−ε)·logσ(z) − ε·logσ(−z)`: cDPO's smoothed Bradley–Terry likelihood of a margin z.
+
+  Paper: "A note on DPO with noisy preferences & relationship to IPO" (Mitchell, 2023).
+  """
+  return -(1.0 - label_smoothing) * _log_sigmoid(z) - label_smoothing * _log_sigmoid(-z)
+
+
+def check_label_smoothing(fn_name: str, value, high: float = 0.5) -> None:
+  """`label_smoothing` ε ∈ [0, high) (cDPO and rDPO are undefined at ε = 1/2)."""
+  arrays.check_range(
+      "label_smoothing", value, low=0.0, high=high, high_inclusive=False, where=fn_name
+  )
+
+
+def chosen_nll(logps, lengths, pairs: arrays.Pairs) -> Array:
+  """Token-mean NLL of the chosen responses, `−Σ lp_w / Σ n_w` over the valid pairs.
+
+  Returned as per-pair shares (`arrays.as_mean_over`): their mean over the valid pairs is that
+  scalar, so the term obeys any `reduce_fn` like a per-pair loss.
+  """
+  lp_w, _ = arrays.chosen_rejected(arrays.as_float(logps), pairs.swap)
+  n_w, _ = arrays.chosen_rejected(jnp.maximum(arrays.as_float(lengths), 1.0), pairs.swap)
+  tokens = jnp.sum(jnp.where(pairs.valid, n_w, 0.0))
+  return arrays.as_mean_over(-lp_w, pairs.valid, pairs.valid, tokens)
+
+
+# ------------------------------------------------------------------------------------------------
+# Private helpers.
 
 
 def _margin_scores(name, logps, ref_logps, lengths, pairs, fdiv, *, normalize=False, gamma=1.0):
@@ -61,21 +92,21 @@ def _margin_scores(name, logps, ref_logps, lengths, pairs, fdiv, *, normalize=Fa
   The per-slot ratio is `lp − γ·lr` (γ = 1: ρ; DPO^γ otherwise), divided by `max(n, 1)` when
   `normalize`; then `s = fdiv(ratio)`.
   """
-  _pairs.require(name, ref_logps, "ref_logps")
+  arrays.require(name, ref_logps, "ref_logps")
   ratio = scores.dpo_gamma_log_ratio(logps, ref_logps, gamma=gamma)
   if normalize:
-    _pairs.require(name, lengths, "lengths")
-    ratio = ratio / jnp.maximum(scores.as_float(lengths), 1.0)
-  return _pairs.chosen_rejected(scores.fdiv_transform(fdiv)(ratio), pairs.swap)
+    arrays.require(name, lengths, "lengths")
+    ratio = ratio / jnp.maximum(arrays.as_float(lengths), 1.0)
+  return arrays.chosen_rejected(scores.fdiv_transform(fdiv)(ratio), pairs.swap)
 
 
 def _raw_log_ratios(name, logps, ref_logps, pairs):
-  _pairs.require(name, ref_logps, "ref_logps")
-  return _pairs.chosen_rejected(scores.log_ratio(logps, ref_logps), pairs.swap)
+  arrays.require(name, ref_logps, "ref_logps")
+  return arrays.chosen_rejected(scores.log_ratio(logps, ref_logps), pairs.swap)
 
 
 # ------------------------------------------------------------------------------------------------
-# §1.1–§1.3 DPO, cDPO, rDPO.
+# DPO, cDPO, rDPO.
 
 
 def dpo(
@@ -84,8 +115,9 @@ def dpo(
 ):
   """DPO: `ℓ = −(1−ε)·logσ(β·h) − ε·logσ(−β·h)`, `h = (lp_w − lp_l) − (lr_w − lr_l)`.
 
-  With ε = `label_smoothing` = 0 (default) this is DPO; ε > 0 is cDPO. K = 2 reduction (§0.3):
-  pairwise logistic, ListMLE and softmax losses on scores `βρ` equal this loss.
+  With ε = `label_smoothing` = 0 (default) this is DPO; ε > 0 is cDPO. K = 2 reduction
+  (`docs/conventions.md`): pairwise logistic, ListMLE and softmax losses on scores `βρ` equal this
+  loss.
 
   Paper: "Direct Preference Optimization: Your Language Model is Secretly a Reward Model"
   (Rafailov et al., 2023); code eric-mitchell/direct-preference-optimization.
@@ -93,7 +125,8 @@ def dpo(
   Args:
     logps, ref_logps, labels, where, weights: `[..., 2]`, slot 0 chosen (see module doc).
     lengths: unused (uniform signature).
-    beta: β (0.1). label_smoothing: ε in [0, 0.5). fdiv: score transform (§1.16).
+    beta: β (0.1). label_smoothing: ε in [0, 0.5). fdiv: score transform
+      (`scores.fdiv_transform`).
     reduce_fn: `jnp.mean` (mean over valid pairs), `jnp.sum`, `None`, `sum_and_count`.
 
   Returns:
@@ -106,12 +139,12 @@ def dpo(
     0.6931
   """
   name = "dpo"
-  _utils.check_positive("beta", beta, where=name)
-  _pairs.check_label_smoothing(name, label_smoothing)
-  pairs = _pairs.order_pairs(name, logps, labels, where, weights, ref_logps=ref_logps)
+  arrays.check_positive("beta", beta, where=name)
+  check_label_smoothing(name, label_smoothing)
+  pairs = arrays.order_pairs(name, logps, labels, where, weights, ref_logps=ref_logps)
   s_w, s_l = _margin_scores(name, logps, ref_logps, lengths, pairs, fdiv)
-  loss = _pairs.smoothed_logistic(beta * (s_w - s_l), label_smoothing)
-  return _pairs.reduce_pairs(loss, pairs, reduce_fn)
+  loss = smoothed_logistic(beta * (s_w - s_l), label_smoothing)
+  return arrays.reduce_pairs(loss, pairs, reduce_fn)
 
 
 def cdpo(
@@ -124,7 +157,7 @@ def cdpo(
 
   Paper: "A note on DPO with noisy preferences & relationship to IPO" (Mitchell, 2023).
   """
-  _pairs.check_label_smoothing("cdpo", label_smoothing)
+  check_label_smoothing("cdpo", label_smoothing)
   return dpo(
       logps, ref_logps, labels, lengths=lengths, where=where, weights=weights, beta=beta,
       label_smoothing=label_smoothing, fdiv=fdiv, reduce_fn=reduce_fn,
@@ -144,26 +177,26 @@ def rdpo(
   Natarajan, ICML 2024).
   """
   name = "rdpo"
-  _utils.check_positive("beta", beta, where=name)
-  _pairs.check_label_smoothing(name, label_smoothing)
-  pairs = _pairs.order_pairs(name, logps, labels, where, weights, ref_logps=ref_logps)
+  arrays.check_positive("beta", beta, where=name)
+  check_label_smoothing(name, label_smoothing)
+  pairs = arrays.order_pairs(name, logps, labels, where, weights, ref_logps=ref_logps)
   s_w, s_l = _margin_scores(name, logps, ref_logps, lengths, pairs, fdiv)
   z = beta * (s_w - s_l)
   eps = label_smoothing
   loss = (-(1.0 - eps) * _log_sigmoid(z) + eps * _log_sigmoid(-z)) / (1.0 - 2.0 * eps)
-  return _pairs.reduce_pairs(loss, pairs, reduce_fn)
+  return arrays.reduce_pairs(loss, pairs, reduce_fn)
 
 
 # ------------------------------------------------------------------------------------------------
-# §1.4 IPO, §1.5 hinge / SLiC-HF, §1.6 LN-DPO, §1.7 DPO^γ.
+# IPO, hinge / SLiC-HF, LN-DPO, DPO^γ.
 
 
 def _ipo(name, logps, ref_logps, labels, lengths, where, weights, beta, fdiv, reduce_fn, normalize):
-  _utils.check_positive("beta", beta, where=name)
-  pairs = _pairs.order_pairs(
+  arrays.check_positive("beta", beta, where=name)
+  pairs = arrays.order_pairs(
       name, logps, labels, where, weights, ref_logps=ref_logps, lengths=lengths)
   s_w, s_l = _margin_scores(name, logps, ref_logps, lengths, pairs, fdiv, normalize=normalize)
-  return _pairs.reduce_pairs(jnp.square(s_w - s_l - 1.0 / (2.0 * beta)), pairs, reduce_fn)
+  return arrays.reduce_pairs(jnp.square(s_w - s_l - 1.0 / (2.0 * beta)), pairs, reduce_fn)
 
 
 def ipo_sum(
@@ -199,15 +232,15 @@ def hinge(
 ):
   """SLiC hinge (TRL, LiPO's SLiC): `ℓ = max(0, 1 − β·h)`; β = 1/margin.
 
-  The K = 2 case of the pairwise hinge (§0.3). Paper: "SLiC-HF: Sequence Likelihood Calibration
-  with Human Feedback" (Zhao et al., 2023); "Statistical Rejection Sampling Improves Preference
-  Optimization" (Liu et al., 2024).
+  The K = 2 case of the pairwise hinge (`docs/conventions.md`). Paper: "SLiC-HF: Sequence
+  Likelihood Calibration with Human Feedback" (Zhao et al., 2023); "Statistical Rejection Sampling
+  Improves Preference Optimization" (Liu et al., 2024).
   """
   name = "hinge"
-  _utils.check_positive("beta", beta, where=name)
-  pairs = _pairs.order_pairs(name, logps, labels, where, weights, ref_logps=ref_logps)
+  arrays.check_positive("beta", beta, where=name)
+  pairs = arrays.order_pairs(name, logps, labels, where, weights, ref_logps=ref_logps)
   s_w, s_l = _margin_scores(name, logps, ref_logps, lengths, pairs, fdiv)
-  return _pairs.reduce_pairs(jax.nn.relu(1.0 - beta * (s_w - s_l)), pairs, reduce_fn)
+  return arrays.reduce_pairs(jax.nn.relu(1.0 - beta * (s_w - s_l)), pairs, reduce_fn)
 
 
 def slic_hf(
@@ -217,7 +250,7 @@ def slic_hf(
   """SLiC-HF (paper form, reference-free): `ℓ = max(0, δ − lp_w + lp_l) − λ·lp(y_ref)`.
 
   `y_ref` is a target (SFT) sequence. δ (`delta`) and λ (`reg_weight`) have no verified
-  defaults and must be given (ALGORITHMS.md §10.9).
+  defaults and must be given.
 
   Paper: "SLiC-HF: Sequence Likelihood Calibration with Human Feedback" (Zhao et al., 2023).
 
@@ -228,13 +261,13 @@ def slic_hf(
   """
   name = "slic_hf"
   del ref_logps, lengths
-  _utils.check_range("delta", delta, low=0.0, where=name)
-  _utils.check_range("reg_weight", reg_weight, low=0.0, where=name)
-  pairs = _pairs.order_pairs(name, logps, labels, where, weights)
-  _utils.check_shapes(name, "the pair axes of logps", pairs.valid, target_logps=target_logps)
-  lp_w, lp_l = _pairs.chosen_rejected(scores.as_float(logps), pairs.swap)
-  loss = jax.nn.relu(delta - lp_w + lp_l) - reg_weight * scores.as_float(target_logps)
-  return _pairs.reduce_pairs(loss, pairs, reduce_fn)
+  arrays.check_range("delta", delta, low=0.0, where=name)
+  arrays.check_range("reg_weight", reg_weight, low=0.0, where=name)
+  pairs = arrays.order_pairs(name, logps, labels, where, weights)
+  arrays.check_shapes(name, "the pair axes of logps", pairs.valid, target_logps=target_logps)
+  lp_w, lp_l = arrays.chosen_rejected(arrays.as_float(logps), pairs.swap)
+  loss = jax.nn.relu(delta - lp_w + lp_l) - reg_weight * arrays.as_float(target_logps)
+  return arrays.reduce_pairs(loss, pairs, reduce_fn)
 
 
 def ln_dpo(
@@ -245,14 +278,14 @@ def ln_dpo(
 
   Useful β is much larger than for DPO (per-token ratios are ~1/n of the sums).
   Paper: "The Hitchhiker's Guide to Human Alignment with *PO" (that its LN-DPO is exactly this is
-  unverified, §10.6).
+  unverified).
   """
   name = "ln_dpo"
-  _utils.check_positive("beta", beta, where=name)
-  pairs = _pairs.order_pairs(
+  arrays.check_positive("beta", beta, where=name)
+  pairs = arrays.order_pairs(
       name, logps, labels, where, weights, ref_logps=ref_logps, lengths=lengths)
   s_w, s_l = _margin_scores(name, logps, ref_logps, lengths, pairs, fdiv, normalize=True)
-  return _pairs.reduce_pairs(-_log_sigmoid(beta * (s_w - s_l)), pairs, reduce_fn)
+  return arrays.reduce_pairs(-_log_sigmoid(beta * (s_w - s_l)), pairs, reduce_fn)
 
 
 def dpo_gamma(
@@ -266,15 +299,15 @@ def dpo_gamma(
   Zhang, Chen, Zhang, Ranganath, Cho, 2024); code angie-chen55/pref-learning-ranking-acc.
   """
   name = "dpo_gamma"
-  _utils.check_positive("beta", beta, where=name)
-  _utils.check_range("gamma", gamma, low=0.0, where=name)
-  pairs = _pairs.order_pairs(name, logps, labels, where, weights, ref_logps=ref_logps)
+  arrays.check_positive("beta", beta, where=name)
+  arrays.check_range("gamma", gamma, low=0.0, where=name)
+  pairs = arrays.order_pairs(name, logps, labels, where, weights, ref_logps=ref_logps)
   s_w, s_l = _margin_scores(name, logps, ref_logps, lengths, pairs, fdiv, gamma=gamma)
-  return _pairs.reduce_pairs(-_log_sigmoid(beta * (s_w - s_l)), pairs, reduce_fn)
+  return arrays.reduce_pairs(-_log_sigmoid(beta * (s_w - s_l)), pairs, reduce_fn)
 
 
 # ------------------------------------------------------------------------------------------------
-# §1.8 NCA, §1.9 EXO, §1.10 APO, §1.11 SPPO-hard, §1.12 DiscoPOP.
+# NCA, EXO, APO, SPPO-hard, DiscoPOP.
 
 
 def nca_pair(
@@ -287,12 +320,12 @@ def nca_pair(
   2024).
   """
   name = "nca_pair"
-  _utils.check_positive("beta", beta, where=name)
-  pairs = _pairs.order_pairs(name, logps, labels, where, weights, ref_logps=ref_logps)
+  arrays.check_positive("beta", beta, where=name)
+  pairs = arrays.order_pairs(name, logps, labels, where, weights, ref_logps=ref_logps)
   s_w, s_l = _margin_scores(name, logps, ref_logps, lengths, pairs, fdiv)
   loss = (-_log_sigmoid(beta * s_w) - 0.5 * _log_sigmoid(-beta * s_w)
           - 0.5 * _log_sigmoid(-beta * s_l))
-  return _pairs.reduce_pairs(loss, pairs, reduce_fn)
+  return arrays.reduce_pairs(loss, pairs, reduce_fn)
 
 
 def exo_pair(
@@ -307,23 +340,39 @@ def exo_pair(
   Paper: "Towards Efficient Exact Optimization of Language Model Alignment" (Ji et al., 2024).
   """
   name = "exo_pair"
-  _utils.check_positive("beta", beta, where=name)
-  _utils.check_range("label_smoothing", label_smoothing, low=0.0, high=1.0,
+  arrays.check_positive("beta", beta, where=name)
+  arrays.check_range("label_smoothing", label_smoothing, low=0.0, high=1.0,
                      low_inclusive=False, high_inclusive=False, where=name)
-  pairs = _pairs.order_pairs(name, logps, labels, where, weights, ref_logps=ref_logps)
+  pairs = arrays.order_pairs(name, logps, labels, where, weights, ref_logps=ref_logps)
   s_w, s_l = _margin_scores(name, logps, ref_logps, lengths, pairs, fdiv)
   z = beta * (s_w - s_l)
   eps = label_smoothing
   loss = jax.nn.sigmoid(z) * (_log_sigmoid(z) - jnp.log1p(-eps)) + jax.nn.sigmoid(-z) * (
       _log_sigmoid(-z) - jnp.log(eps)
   )
-  return _pairs.reduce_pairs(loss, pairs, reduce_fn)
+  return arrays.reduce_pairs(loss, pairs, reduce_fn)
 
 
 _APO_PAPER = (
     "Anchored Preference Optimization and Contrastive Revisions: Addressing Underspecification "
     "in Alignment (D'Oosterlinck et al., 2024)"
 )
+
+
+def _apo(name, anchored_loss, logps, ref_logps, labels, where, weights, beta, reduce_fn):
+  """The APO body: `anchored_loss(ρ_w, ρ_l, β)` per pair on raw log-ratios, reduced over pairs."""
+  arrays.check_positive("beta", beta, where=name)
+  pairs = arrays.order_pairs(name, logps, labels, where, weights, ref_logps=ref_logps)
+  rho_w, rho_l = _raw_log_ratios(name, logps, ref_logps, pairs)
+  return arrays.reduce_pairs(anchored_loss(rho_w, rho_l, beta), pairs, reduce_fn)
+
+
+def _apo_zero_terms(rho_w, rho_l, beta):
+  return (1.0 - jax.nn.sigmoid(beta * rho_w)) + jax.nn.sigmoid(beta * rho_l)
+
+
+def _apo_down_terms(rho_w, rho_l, beta):
+  return jax.nn.sigmoid(beta * rho_w) + (1.0 - jax.nn.sigmoid(beta * (rho_w - rho_l)))
 
 
 def apo_zero(
@@ -335,13 +384,9 @@ def apo_zero(
   Paper: "Anchored Preference Optimization and Contrastive Revisions" (D'Oosterlinck et al.,
   2024).
   """
-  name = "apo_zero"
   del lengths
-  _utils.check_positive("beta", beta, where=name)
-  pairs = _pairs.order_pairs(name, logps, labels, where, weights, ref_logps=ref_logps)
-  rho_w, rho_l = _raw_log_ratios(name, logps, ref_logps, pairs)
-  loss = (1.0 - jax.nn.sigmoid(beta * rho_w)) + jax.nn.sigmoid(beta * rho_l)
-  return _pairs.reduce_pairs(loss, pairs, reduce_fn)
+  return _apo("apo_zero", _apo_zero_terms, logps, ref_logps, labels, where, weights, beta,
+              reduce_fn)
 
 
 def apo_down(
@@ -353,13 +398,9 @@ def apo_down(
   Paper: "Anchored Preference Optimization and Contrastive Revisions" (D'Oosterlinck et al.,
   2024).
   """
-  name = "apo_down"
   del lengths
-  _utils.check_positive("beta", beta, where=name)
-  pairs = _pairs.order_pairs(name, logps, labels, where, weights, ref_logps=ref_logps)
-  rho_w, rho_l = _raw_log_ratios(name, logps, ref_logps, pairs)
-  loss = jax.nn.sigmoid(beta * rho_w) + (1.0 - jax.nn.sigmoid(beta * (rho_w - rho_l)))
-  return _pairs.reduce_pairs(loss, pairs, reduce_fn)
+  return _apo("apo_down", _apo_down_terms, logps, ref_logps, labels, where, weights, beta,
+              reduce_fn)
 
 
 def sppo_hard(
@@ -372,11 +413,11 @@ def sppo_hard(
   Optimization for Language Model Alignment" (Wu et al., 2024); code uclaml/SPPO.
   """
   name = "sppo_hard"
-  _utils.check_positive("beta", beta, where=name)
-  pairs = _pairs.order_pairs(name, logps, labels, where, weights, ref_logps=ref_logps)
+  arrays.check_positive("beta", beta, where=name)
+  pairs = arrays.order_pairs(name, logps, labels, where, weights, ref_logps=ref_logps)
   s_w, s_l = _margin_scores(name, logps, ref_logps, lengths, pairs, fdiv)
   target = 1.0 / (2.0 * beta)
-  return _pairs.reduce_pairs(jnp.square(s_w - target) + jnp.square(s_l + target), pairs, reduce_fn)
+  return arrays.reduce_pairs(jnp.square(s_w - target) + jnp.square(s_l + target), pairs, reduce_fn)
 
 
 def discopop(
@@ -391,19 +432,19 @@ def discopop(
   (Lu et al., 2024). τ = 0.05.
   """
   name = "discopop"
-  _utils.check_positive("beta", beta, where=name)
-  _utils.check_positive("tau", tau, where=name)
-  pairs = _pairs.order_pairs(name, logps, labels, where, weights, ref_logps=ref_logps)
+  arrays.check_positive("beta", beta, where=name)
+  arrays.check_positive("tau", tau, where=name)
+  pairs = arrays.order_pairs(name, logps, labels, where, weights, ref_logps=ref_logps)
   s_w, s_l = _margin_scores(name, logps, ref_logps, lengths, pairs, fdiv)
   z = beta * (s_w - s_l)
   loss = jax.nn.sigmoid(-z / tau) * (-_log_sigmoid(z)) + scores.clipped_exp(
       _log_sigmoid(z / tau) - z
   )
-  return _pairs.reduce_pairs(loss, pairs, reduce_fn)
+  return arrays.reduce_pairs(loss, pairs, reduce_fn)
 
 
 # ------------------------------------------------------------------------------------------------
-# §1.13 BCO-pair.
+# BCO-pair.
 
 
 def _bco_pair_loss(r_w, r_l, shift):
@@ -431,16 +472,16 @@ def bco_pair_shift(
     `(loss, new_state)`.
   """
   name = "bco_pair_shift"
-  _utils.check_positive("beta", beta, where=name)
-  pairs = _pairs.order_pairs(name, logps, labels, where, weights, ref_logps=ref_logps)
+  arrays.check_positive("beta", beta, where=name)
+  pairs = arrays.order_pairs(name, logps, labels, where, weights, ref_logps=ref_logps)
   s_w, s_l = _margin_scores(name, logps, ref_logps, lengths, pairs, fdiv)
   r_w, r_l = beta * s_w, beta * s_l
   state = running_moments_init() if state is None else state
   if training:
-    batch_mean = _utils.masked_mean(0.5 * (r_w + r_l), pairs.valid)
+    batch_mean = arrays.masked_mean(0.5 * (r_w + r_l), pairs.valid)
     state = running_moments_update(state, batch_mean, jnp.any(pairs.valid))
   loss = _bco_pair_loss(r_w, r_l, jax.lax.stop_gradient(state.mean))
-  return _pairs.reduce_pairs(loss, pairs, reduce_fn), state
+  return arrays.reduce_pairs(loss, pairs, reduce_fn), state
 
 
 def bco_pair_noshift(
@@ -452,14 +493,14 @@ def bco_pair_noshift(
   Paper: "Binary Classifier Optimization for Large Language Model Alignment" (Jung et al., 2024).
   """
   name = "bco_pair_noshift"
-  _utils.check_positive("beta", beta, where=name)
-  pairs = _pairs.order_pairs(name, logps, labels, where, weights, ref_logps=ref_logps)
+  arrays.check_positive("beta", beta, where=name)
+  pairs = arrays.order_pairs(name, logps, labels, where, weights, ref_logps=ref_logps)
   s_w, s_l = _margin_scores(name, logps, ref_logps, lengths, pairs, fdiv)
-  return _pairs.reduce_pairs(_bco_pair_loss(beta * s_w, beta * s_l, 0.0), pairs, reduce_fn)
+  return arrays.reduce_pairs(_bco_pair_loss(beta * s_w, beta * s_l, 0.0), pairs, reduce_fn)
 
 
 # ------------------------------------------------------------------------------------------------
-# §1.14 AOT.
+# AOT.
 
 
 def _sorted_quantile_loss(name, u, v, pairs, beta, label_smoothing, reduce_fn):
@@ -469,16 +510,16 @@ def _sorted_quantile_loss(name, u, v, pairs, beta, label_smoothing, reduce_fn):
   Invalid pairs are sorted to the end (+inf) and their quantile slots masked with a double
   `where`, so they neither shift the valid quantiles nor reach the gradient.
   """
-  _utils.check_positive("beta", beta, where=name)
-  _pairs.check_label_smoothing(name, label_smoothing)
+  arrays.check_positive("beta", beta, where=name)
+  check_label_smoothing(name, label_smoothing)
   shape = jnp.shape(pairs.valid)
   valid = jnp.ravel(pairs.valid)
   su = jnp.sort(jnp.where(valid, jnp.ravel(u), jnp.inf))
   sv = jnp.sort(jnp.where(valid, jnp.ravel(v), jnp.inf))
   rank_valid = jnp.arange(valid.size) < jnp.sum(valid)
   delta = jnp.where(rank_valid, su - sv, 0.0)
-  loss = _pairs.smoothed_logistic(beta * delta, label_smoothing)
-  return _utils.reduce_loss(jnp.reshape(loss, shape), jnp.reshape(rank_valid, shape), reduce_fn)
+  loss = smoothed_logistic(beta * delta, label_smoothing)
+  return arrays.reduce_loss(jnp.reshape(loss, shape), jnp.reshape(rank_valid, shape), reduce_fn)
 
 
 def aot_paired(
@@ -500,10 +541,10 @@ def aot_paired(
   del lengths
   if weights is not None:
     raise ValueError(f"{name}: AOT takes no weights (its losses are per quantile, not per pair).")
-  pairs = _pairs.order_pairs(name, logps, labels, where, weights, ref_logps=ref_logps)
-  _pairs.require(name, ref_logps, "ref_logps")
-  lp_w, lp_l = _pairs.chosen_rejected(scores.as_float(logps), pairs.swap)
-  lr_w, lr_l = _pairs.chosen_rejected(jax.lax.stop_gradient(scores.as_float(ref_logps)), pairs.swap)
+  pairs = arrays.order_pairs(name, logps, labels, where, weights, ref_logps=ref_logps)
+  arrays.require(name, ref_logps, "ref_logps")
+  lp_w, lp_l = arrays.chosen_rejected(arrays.as_float(logps), pairs.swap)
+  lr_w, lr_l = arrays.chosen_rejected(jax.lax.stop_gradient(arrays.as_float(ref_logps)), pairs.swap)
   return _sorted_quantile_loss(name, lp_w - lp_l, lr_w - lr_l, pairs, beta, label_smoothing,
                                reduce_fn)
 
@@ -522,13 +563,13 @@ def aot_unpaired(
   del lengths
   if weights is not None:
     raise ValueError(f"{name}: AOT takes no weights (its losses are per quantile, not per pair).")
-  pairs = _pairs.order_pairs(name, logps, labels, where, weights, ref_logps=ref_logps)
+  pairs = arrays.order_pairs(name, logps, labels, where, weights, ref_logps=ref_logps)
   rho_w, rho_l = _raw_log_ratios(name, logps, ref_logps, pairs)
   return _sorted_quantile_loss(name, rho_w, rho_l, pairs, beta, label_smoothing, reduce_fn)
 
 
 # ------------------------------------------------------------------------------------------------
-# §1.18 SFT term and multi-term mixtures.
+# SFT term and multi-term mixtures.
 
 
 def sft(
@@ -545,9 +586,9 @@ def sft(
   """
   name = "sft"
   del ref_logps
-  _pairs.require(name, lengths, "lengths")
-  pairs = _pairs.order_pairs(name, logps, labels, where, weights, lengths=lengths)
-  return _pairs.reduce_pairs(_pairs.chosen_nll(logps, lengths, pairs), pairs, reduce_fn)
+  arrays.require(name, lengths, "lengths")
+  pairs = arrays.order_pairs(name, logps, labels, where, weights, lengths=lengths)
+  return arrays.reduce_pairs(chosen_nll(logps, lengths, pairs), pairs, reduce_fn)
 
 
 Term = Union[tuple[Union[str, Callable], float], tuple[Union[str, Callable], float, dict]]

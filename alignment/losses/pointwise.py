@@ -1,4 +1,4 @@
-"""Pointwise, unpaired and binary-feedback objectives (ALGORITHMS.md §3).
+"""Pointwise, unpaired and binary-feedback objectives.
 
 Every objective here scores each response on its own: inputs `logps, ref_logps, labels` are
 `[..., K]` (K = 1 for plain unpaired data; all leading axes are batch axes), `where` masks
@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from alignment import scores
-from alignment.losses import _utils
+from alignment import arrays
 from alignment.losses.registry import register
 
 Array = jax.Array
@@ -46,7 +46,7 @@ class RunningMoments(NamedTuple):
 
 
 def running_moments_init() -> RunningMoments:
-  """Initial state `μ = 0, v = 1, c = 1e−24` (ALGORITHMS.md §3.2)."""
+  """Initial state `μ = 0, v = 1, c = 1e−24`."""
   return RunningMoments(
       mean=jnp.zeros((), jnp.float32),
       var=jnp.ones((), jnp.float32),
@@ -69,12 +69,12 @@ def running_moments_update(state: RunningMoments, values, mask=None) -> RunningM
   Returns:
     The new `RunningMoments`.
   """
-  values = _sg(_utils.f32(values))
-  mask = _utils.valid_mask(values, mask)
+  values = _sg(arrays.f32(values))
+  mask = arrays.valid_mask(values, mask)
   n = jnp.sum(mask, dtype=jnp.float32)
-  batch_mean = _utils.masked_mean(values, mask)
-  batch_var = _utils.masked_mean(jnp.square(values - batch_mean), mask)
-  mean, var, count = (_utils.f32(x) for x in state)
+  batch_mean = arrays.masked_mean(values, mask)
+  batch_var = arrays.masked_mean(jnp.square(values - batch_mean), mask)
+  mean, var, count = (arrays.f32(x) for x in state)
   d = batch_mean - mean
   new_count = count + n
   new_var = (var * count + d * d * count * n / new_count + batch_var * n) / new_count
@@ -97,25 +97,25 @@ def _binary_labels(name: str, labels, valid) -> Array:
           f"{name}: labels must be 0 (undesirable) or 1 (desirable); got {concrete[bad][0]} at "
           f"index {tuple(int(i) for i in np.argwhere(bad)[0])}."
       )
-  return _utils.f32(labels) > 0.5
+  return arrays.f32(labels) > 0.5
 
 
 def _prepare(name, logps, ref_logps, labels, where, weights, beta, *, lengths=None):
   """Checks shapes and β; returns the valid mask and the per-item weights."""
-  _utils.check_positive("beta", beta, where=name)
-  _utils.check_shapes(
+  arrays.check_positive("beta", beta, where=name)
+  arrays.check_shapes(
       name, "logps", logps, ref_logps=ref_logps, labels=labels, where=where, weights=weights,
       lengths=lengths,
   )
   if ref_logps is None:
     raise ValueError(f"{name}: `ref_logps` is required.")
-  valid = _utils.valid_mask(logps, where)
-  w = 1.0 if weights is None else scores.as_float(weights)
+  valid = arrays.valid_mask(logps, where)
+  w = 1.0 if weights is None else arrays.as_float(weights)
   return valid, w
 
 
 # ------------------------------------------------------------------------------------------------
-# KTO (§3.1).
+# KTO.
 
 
 def rotate_completions(x, *, axis: int = 0) -> Array:
@@ -137,7 +137,7 @@ def kto_reference_point(kl_logps, kl_ref_logps, *, where=None) -> Array:
     Scalar z0 (mean over the whole input = the global batch under `jit`).
   """
   rho = scores.log_ratio(kl_logps, kl_ref_logps)
-  return _sg(jnp.maximum(_utils.masked_mean(rho, _utils.valid_mask(rho, where)), 0.0))
+  return _sg(jnp.maximum(arrays.masked_mean(rho, arrays.valid_mask(rho, where)), 0.0))
 
 
 def kto(
@@ -160,7 +160,7 @@ def kto(
     lengths: unused (uniform signature).
     where, weights: `[..., K]` validity and per-example weights (multiply).
     beta: β (0.1). desirable_weight, undesirable_weight: λ_D, λ_U (1.0).
-    reduce_fn: reduction (§0.2).
+    reduce_fn: reduction (`docs/conventions.md`).
 
   Returns:
     The reduced loss (`[..., K]` with `reduce_fn=None`).
@@ -168,9 +168,9 @@ def kto(
   name = "kto"
   del lengths
   valid, w = _prepare(name, logps, ref_logps, labels, where, weights, beta)
-  _utils.check_shapes(name, "logps", logps, kl_logps=kl_logps, kl_ref_logps=kl_ref_logps)
-  _utils.check_range("desirable_weight", desirable_weight, low=0.0, where=name)
-  _utils.check_range("undesirable_weight", undesirable_weight, low=0.0, where=name)
+  arrays.check_shapes(name, "logps", logps, kl_logps=kl_logps, kl_ref_logps=kl_ref_logps)
+  arrays.check_range("desirable_weight", desirable_weight, low=0.0, where=name)
+  arrays.check_range("undesirable_weight", undesirable_weight, low=0.0, where=name)
   desirable = _binary_labels(name, labels, valid)
   z0 = kto_reference_point(kl_logps, kl_ref_logps, where=where)
   rho = scores.log_ratio(logps, ref_logps)
@@ -179,7 +179,7 @@ def kto(
       desirable_weight * (1.0 - jax.nn.sigmoid(beta * (rho - z0))),
       undesirable_weight * (1.0 - jax.nn.sigmoid(beta * (z0 - rho))),
   )
-  return _utils.reduce_loss(loss * w, valid, reduce_fn)
+  return arrays.reduce_loss(loss * w, valid, reduce_fn)
 
 
 def apo_zero_unpaired(
@@ -201,19 +201,19 @@ def apo_zero_unpaired(
   desirable = _binary_labels(name, labels, valid)
   z = beta * scores.log_ratio(logps, ref_logps)
   loss = jnp.where(desirable, 1.0 - jax.nn.sigmoid(z), jax.nn.sigmoid(z))
-  return _utils.reduce_loss(loss * w, valid, reduce_fn)
+  return arrays.reduce_loss(loss * w, valid, reduce_fn)
 
 
 # ------------------------------------------------------------------------------------------------
-# BCO (§3.2).
+# BCO.
 
 
 def _bco_class_mean_value(rewards, desirable, valid):
   """`½(mean r_D + mean r_U)` (or the one present class mean) as one value, and its validity."""
   d, u = desirable & valid, ~desirable & valid
   has_d, has_u = jnp.any(d), jnp.any(u)
-  mean_d = _utils.masked_mean(rewards, d)
-  mean_u = _utils.masked_mean(rewards, u)
+  mean_d = arrays.masked_mean(rewards, d)
+  mean_u = arrays.masked_mean(rewards, u)
   both = has_d & has_u
   value = jnp.where(both, 0.5 * (mean_d + mean_u), mean_d + mean_u)
   return value, has_d | has_u
@@ -230,7 +230,7 @@ def bco(
   rewards of the batch, then `δ = μ` (stop-gradient);
   `L = mean(concat(−logσ(r_D − δ), w_udm·(−logσ(−(r_U − δ)))))`.
   `delta="pooled"` (TRL, default) feeds all rewards; `delta="class_mean"` feeds the single value
-  `½(mean r_D + mean r_U)` (project choice for the unverified paper variant, §10.7).
+  `½(mean r_D + mean r_U)` (project choice for the paper's unverified variant).
 
   Paper: "Binary Classifier Optimization for Large Language Model Alignment" (Jung et al., 2024).
 
@@ -251,7 +251,7 @@ def bco(
   if delta not in ("pooled", "class_mean"):
     raise ValueError(f"{name}: delta must be 'pooled' or 'class_mean', got {delta!r}.")
   valid, w = _prepare(name, logps, ref_logps, labels, where, weights, beta)
-  _utils.check_shapes(name, "logps", logps, udm_weights=udm_weights)
+  arrays.check_shapes(name, "logps", logps, udm_weights=udm_weights)
   desirable = _binary_labels(name, labels, valid)
   state = running_moments_init() if state is None else state
   rewards = beta * scores.log_ratio(logps, ref_logps)
@@ -262,17 +262,17 @@ def bco(
       value, present = _bco_class_mean_value(rewards, desirable, valid)
       state = running_moments_update(state, value, present)
   shift = _sg(state.mean)
-  udm = 1.0 if udm_weights is None else _sg(scores.as_float(udm_weights))
+  udm = 1.0 if udm_weights is None else _sg(arrays.as_float(udm_weights))
   loss = jnp.where(
       desirable,
       -jax.nn.log_sigmoid(rewards - shift),
       -udm * jax.nn.log_sigmoid(-(rewards - shift)),
   )
-  return _utils.reduce_loss(loss * w, valid, reduce_fn), state
+  return arrays.reduce_loss(loss * w, valid, reduce_fn), state
 
 
 # ------------------------------------------------------------------------------------------------
-# ULMA and point-wise DPO (§3.3).
+# ULMA and point-wise DPO.
 
 _ULMA_POSITIVE = ("logloss", "beta_logloss", "pointwise_dpo", "shifted_ce_loss")
 _ULMA_NEGATIVE = ("binary", "continuous")
@@ -299,21 +299,19 @@ def ulma(
     logps, ref_logps, labels, lengths, where, weights: `[..., K]`.
     beta: β (0.1). z: stand-in for `β·log Z(x)` (0).
     reduce_fn: reduction. The unreduced values carry each term's subset mean as per-example
-      shares (`_utils.as_mean_over`), so their mean over valid examples is `L`.
+      shares (`arrays.as_mean_over`), so their mean over valid examples is `L`.
   """
   name = "ulma"
-  if positive_loss not in _ULMA_POSITIVE:
-    raise ValueError(f"{name}: positive_loss must be one of {_ULMA_POSITIVE}, got {positive_loss!r}.")
-  if negative_loss not in _ULMA_NEGATIVE:
-    raise ValueError(f"{name}: negative_loss must be one of {_ULMA_NEGATIVE}, got {negative_loss!r}.")
+  arrays.check_choice("positive_loss", positive_loss, _ULMA_POSITIVE, where=name)
+  arrays.check_choice("negative_loss", negative_loss, _ULMA_NEGATIVE, where=name)
   valid, w = _prepare(name, logps, ref_logps, labels, where, weights, beta, lengths=lengths)
   if labels is None:
     raise ValueError(f"{name}: `labels` (1 positive, otherwise negative) is required.")
-  label_values = scores.as_float(labels)
+  label_values = arrays.as_float(labels)
   positive = label_values == 1.0
   if negative_loss == "binary":
     _binary_labels(name, labels, valid)
-  n = jnp.maximum(scores.as_float(lengths), 1.0)
+  n = jnp.maximum(arrays.as_float(lengths), 1.0)
   a = scores.average_logprob(logps, lengths)
   rho = scores.length_normalized_log_ratio(logps, ref_logps, lengths)
   if positive_loss == "logloss":
@@ -323,7 +321,7 @@ def ulma(
   elif positive_loss == "pointwise_dpo":
     pos = -jax.nn.log_sigmoid(beta * rho + z)
   else:  # shifted_ce_loss: the token mean −Σlp/Σn over positives.
-    pos = -scores.as_float(logps)
+    pos = -arrays.as_float(logps)
   if negative_loss == "binary":
     neg = -jax.nn.log_sigmoid(-beta * rho - z)
   else:
@@ -333,10 +331,10 @@ def ulma(
       jnp.sum(jnp.where(pos_mask, n, 0.0)) if positive_loss == "shifted_ce_loss"
       else jnp.sum(pos_mask)
   )
-  loss = _utils.as_mean_over(pos * w, pos_mask, valid, pos_denominator) + _utils.as_mean_over(
+  loss = arrays.as_mean_over(pos * w, pos_mask, valid, pos_denominator) + arrays.as_mean_over(
       neg * w, neg_mask, valid, jnp.sum(neg_mask)
   )
-  return _utils.reduce_loss(loss, valid, reduce_fn)
+  return arrays.reduce_loss(loss, valid, reduce_fn)
 
 
 def pointwise_dpo(
@@ -355,7 +353,7 @@ def pointwise_dpo(
 
 
 # ------------------------------------------------------------------------------------------------
-# D2O (§3.4).
+# D2O.
 
 
 def d2o(
@@ -383,25 +381,25 @@ def d2o(
   """
   name = "d2o"
   del lengths
-  _utils.check_positive("alpha", alpha, where=name)
+  arrays.check_positive("alpha", alpha, where=name)
   if labels is None:
     labels = jnp.zeros(jnp.shape(logps)).at[..., 1:].set(1.0)
   valid, w = _prepare(name, logps, ref_logps, labels, where, weights, beta)
   samples = _binary_labels(name, labels, valid) & valid
   negatives = ~samples & valid
   rho = scores.log_ratio(logps, ref_logps)
-  logit = beta * _utils.masked_mean(rho, samples, axis=-1) - alpha * _utils.masked_mean(
+  logit = beta * arrays.masked_mean(rho, samples, axis=-1) - alpha * arrays.masked_mean(
       rho, negatives, axis=-1
   )
-  list_weight = 1.0 if weights is None else _utils.masked_mean(
+  list_weight = 1.0 if weights is None else arrays.masked_mean(
       jnp.broadcast_to(w, jnp.shape(rho)), negatives, axis=-1
   )
   list_valid = jnp.any(samples, axis=-1) & jnp.any(negatives, axis=-1)
-  return _utils.reduce_loss(-jax.nn.log_sigmoid(logit) * list_weight, list_valid, reduce_fn)
+  return arrays.reduce_loss(-jax.nn.log_sigmoid(logit) * list_weight, list_valid, reduce_fn)
 
 
 # ------------------------------------------------------------------------------------------------
-# Pointwise sigmoid (§3.5).
+# Pointwise sigmoid.
 
 
 def pointwise_sigmoid(
@@ -420,11 +418,11 @@ def pointwise_sigmoid(
   name = "pointwise_sigmoid"
   del lengths
   valid, w = _prepare(name, logps, ref_logps, labels, where, weights, beta)
-  _utils.check_array_range("labels", labels, low=0.0, high=1.0, mask=valid, where=name)
-  y = scores.as_float(labels)
+  arrays.check_array_range("labels", labels, low=0.0, high=1.0, mask=valid, where=name)
+  y = arrays.as_float(labels)
   s = beta * scores.log_ratio(logps, ref_logps)
   loss = -(y * jax.nn.log_sigmoid(s) + (1.0 - y) * jax.nn.log_sigmoid(-s))
-  return _utils.reduce_loss(loss * w, valid, reduce_fn)
+  return arrays.reduce_loss(loss * w, valid, reduce_fn)
 
 
 # ------------------------------------------------------------------------------------------------

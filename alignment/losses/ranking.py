@@ -5,7 +5,7 @@ The preference objectives of `alignment.losses.listwise` turn log-probs into sco
 (`rax/_src/losses.py`): `loss(scores, labels, *, where=None, weights=None, lambdaweight_fn=None,
 reduce_fn=jnp.mean)`; the last axis is the list, every leading axis is a batch axis.
 
-Conventions (ALGORITHMS.md §0.1, §0.2, §4.4):
+Conventions (those of `docs/conventions.md`):
 - A pair `(i, j)` exists iff `labels_i > labels_j` strictly and both slots are valid.
 - Pair losses: `reduce_fn=jnp.mean` is the mean over all valid pairs of the whole input; item
   `weights` (of the better item i) and lambda weights multiply the pair losses but are not in the
@@ -24,7 +24,7 @@ from typing import Callable, Optional
 import jax
 import jax.numpy as jnp
 
-from alignment.losses import _utils
+from alignment import arrays
 
 Array = jax.Array
 LambdaweightFn = Callable[..., Array]
@@ -40,23 +40,23 @@ def pairwise_loss(
     where: Optional[Array],
     weights: Optional[Array],
     lambdaweight_fn: Optional[LambdaweightFn],
-    reduce_fn: _utils.ReduceFn,
+    reduce_fn: arrays.ReduceFn,
 ) -> Array:
-  """Applies `pair_loss_fn` to `s_i − s_j` on every valid pair and reduces (§0.2).
+  """Applies `pair_loss_fn` to `s_i − s_j` on every valid pair and reduces (`docs/conventions.md`).
 
   `ℓ_ij = w_i · λ_ij · f(s_i − s_j)` on pairs with `labels_i > labels_j`, both valid. Public so
   that other modules build pair losses with their own `f` (e.g. `rewards.bt.bt_pairwise`);
   `fn_name` names the caller in error messages.
   """
-  scores, labels, valid, weights = _utils.prepare_list(fn_name, scores, labels, where, weights)
-  mask = _utils.pair_mask(labels, valid)
-  losses = pair_loss_fn(_utils.pairwise_differences(scores))
+  scores, labels, valid, weights = arrays.prepare_list(fn_name, scores, labels, where, weights)
+  mask = arrays.pair_mask(labels, valid)
+  losses = pair_loss_fn(arrays.pairwise_differences(scores))
   if weights is not None:
     losses = losses * weights[..., :, None]
   if lambdaweight_fn is not None:
     lambdas = lambdaweight_fn(jax.lax.stop_gradient(scores), labels, where=valid, weights=weights)
     losses = losses * jax.lax.stop_gradient(lambdas)
-  return _utils.reduce_loss(losses, mask, reduce_fn)
+  return arrays.reduce_loss(losses, mask, reduce_fn)
 
 
 def _logistic(d: Array) -> Array:
@@ -82,13 +82,13 @@ def pairwise_logistic_loss(
     where: Optional[Array] = None,
     weights: Optional[Array] = None,
     lambdaweight_fn: Optional[LambdaweightFn] = None,
-    reduce_fn: _utils.ReduceFn = jnp.mean,
+    reduce_fn: arrays.ReduceFn = jnp.mean,
 ) -> Array:
   r"""Pairwise logistic (RankNet) loss.
 
   `ℓ(s, y) = Σ_{y_i > y_j} w_i·λ_ij·log(1 + exp(−(s_i − s_j)))`, reduced as a mean over valid
   pairs. Paper: *Learning to Rank using Gradient Descent* (Burges et al., ICML 2005). With
-  K = 2, labels `[1, 0]` and `s = β·ρ` this is DPO (ALGORITHMS.md §0.3).
+  K = 2, labels `[1, 0]` and `s = β·ρ` this is DPO (`docs/conventions.md`).
 
   Args:
     scores: `[..., K]` item scores.
@@ -119,13 +119,14 @@ def pairwise_hinge_loss(
     where: Optional[Array] = None,
     weights: Optional[Array] = None,
     lambdaweight_fn: Optional[LambdaweightFn] = None,
-    reduce_fn: _utils.ReduceFn = jnp.mean,
+    reduce_fn: arrays.ReduceFn = jnp.mean,
 ) -> Array:
   r"""Pairwise hinge (RankSVM) loss.
 
   `ℓ(s, y) = Σ_{y_i > y_j} w_i·λ_ij·max(0, 1 − (s_i − s_j))`, mean over valid pairs.
   Paper: *Optimizing Search Engines using Clickthrough Data* (Joachims, KDD 2002). With K = 2,
-  labels `[1, 0]` and `s = β·ρ` this is the SLiC `hinge` loss `max(0, 1 − β·h)` (§0.3).
+  labels `[1, 0]` and `s = β·ρ` this is the SLiC `hinge` loss `max(0, 1 − β·h)`
+  (`docs/conventions.md`).
   Arguments and reductions as in `pairwise_logistic_loss`.
 
   >>> print(pairwise_hinge_loss(jnp.array([2., 0., 1.]), jnp.array([1., 0., 0.])))
@@ -144,7 +145,7 @@ def pairwise_squared_loss(
     where: Optional[Array] = None,
     weights: Optional[Array] = None,
     lambdaweight_fn: Optional[LambdaweightFn] = None,
-    reduce_fn: _utils.ReduceFn = jnp.mean,
+    reduce_fn: arrays.ReduceFn = jnp.mean,
 ) -> Array:
   r"""Pairwise squared-margin loss: the hinge without the clip, squared.
 
@@ -172,7 +173,7 @@ def pairwise_soft_zero_one_loss(
     where: Optional[Array] = None,
     weights: Optional[Array] = None,
     lambdaweight_fn: Optional[LambdaweightFn] = None,
-    reduce_fn: _utils.ReduceFn = jnp.mean,
+    reduce_fn: arrays.ReduceFn = jnp.mean,
 ) -> Array:
   r"""Pairwise soft zero-one loss: a sigmoid relaxation of the count of mis-ordered pairs.
 
@@ -196,17 +197,17 @@ def listmle_loss(
     key: Optional[Array] = None,
     where: Optional[Array] = None,
     weights: Optional[Array] = None,
-    reduce_fn: _utils.ReduceFn = jnp.mean,
+    reduce_fn: arrays.ReduceFn = jnp.mean,
 ) -> Array:
   r"""ListMLE: the Plackett–Luce negative log-likelihood of the label order.
 
   `ℓ(s, y) = −Σ_{r=1..n} w_{π(r)}·[s_{π(r)} − log Σ_{r' ≥ r} exp(s_{π(r')})]`, π sorting the n
   valid items by label, descending. Paper: *Listwise Approach to Learning to Rank: Theory and
-  Algorithm* (Xia et al., ICML 2008). ALGORITHMS.md §4.4: the sort is **stable** (tied labels
+  Algorithm* (Xia et al., ICML 2008). The sort is **stable** (tied labels
   keep their input order) unless `key` is given, which breaks ties at random (recommended in
   training; the draw is Rax's, so the same key gives Rax's order); invalid items are excluded
   from every suffix; the last valid term is 0 (one valid item gives loss 0). With K = 2,
-  labels `[1, 0]` and `s = β·ρ` this is DPO (§0.3).
+  labels `[1, 0]` and `s = β·ρ` this is DPO (`docs/conventions.md`).
 
   Args:
     scores: `[..., K]` item scores.
@@ -223,27 +224,27 @@ def listmle_loss(
   >>> print(listmle_loss(jnp.array([0., 0.]), jnp.array([1., 0.])))  # −log(1/2)
   0.6931...
   """
-  scores, labels, valid, weights = _utils.prepare_list("listmle_loss", scores, labels, where,
+  scores, labels, valid, weights = arrays.prepare_list("listmle_loss", scores, labels, where,
                                                        weights)
   tiebreak = None if key is None else jax.random.uniform(key, scores.shape)
-  position = _utils.descending_ranks(labels, valid, tiebreak=tiebreak)
+  position = arrays.descending_ranks(labels, valid, tiebreak=tiebreak)
   # suffix[..., i, j]: item j is still unplaced when item i is drawn.
   suffix = valid[..., None, :] & (position[..., None, :] >= position[..., :, None])
-  neg_log_probs = _utils.masked_logsumexp(scores[..., None, :], suffix) - scores
+  neg_log_probs = arrays.masked_logsumexp(scores[..., None, :], suffix) - scores
   if weights is not None:
     neg_log_probs = neg_log_probs * weights
   per_list = jnp.sum(jnp.where(valid, neg_log_probs, 0.0), axis=-1)
-  return _utils.reduce_loss(per_list, _utils.list_mask(valid), reduce_fn)
+  return arrays.reduce_loss(per_list, arrays.list_mask(valid), reduce_fn)
 
 
 def normalize_probabilities(labels: Array, *, where: Optional[Array] = None) -> Array:
   """Labels `[..., K]` -> probabilities `p_i = y_i / Σ_valid y` (a `label_fn` for softmax).
 
   A list whose valid labels are all 0 becomes uniform over its valid items; invalid items get 0
-  (ALGORITHMS.md §4.4; Rax `utils.normalize_probabilities`). Labels must be >= 0.
+  (Rax `utils.normalize_probabilities`). Labels must be >= 0.
   """
-  labels = _utils.f32(labels)
-  valid = _utils.valid_mask(labels, where)
+  labels = arrays.f32(labels)
+  valid = arrays.valid_mask(labels, where)
   labels = jnp.where(valid, labels, 0.0)
   total = jnp.sum(labels, axis=-1, keepdims=True)
   count = jnp.sum(valid, axis=-1, keepdims=True, dtype=jnp.float32)
@@ -259,7 +260,7 @@ def softmax_loss(
     where: Optional[Array] = None,
     weights: Optional[Array] = None,
     label_fn: Optional[Callable[..., Array]] = None,
-    reduce_fn: _utils.ReduceFn = jnp.mean,
+    reduce_fn: arrays.ReduceFn = jnp.mean,
 ) -> Array:
   r"""Softmax cross-entropy loss (ListNet with `label_fn=normalize_probabilities`).
 
@@ -267,8 +268,8 @@ def softmax_loss(
   `p = w·y` (Rax: raw labels as weights). Papers: *Learning to Rank: From Pairwise Approach to
   Listwise Approach* (Cao et al., ICML 2007); *An Analysis of the Softmax Cross Entropy Loss for
   Learning-to-Rank with Binary Relevance* (Bruch et al., ICTIR 2019). Masked scores are −∞ in
-  the softmax and masked labels 0 (§4.4); labels must be >= 0. With K = 2, labels `[1, 0]` and
-  `s = β·ρ` this is DPO (§0.3).
+  the softmax and masked labels 0; labels must be >= 0. With K = 2, labels `[1, 0]` and
+  `s = β·ρ` this is DPO (`docs/conventions.md`).
 
   Args:
     scores: `[..., K]` item scores.
@@ -283,16 +284,16 @@ def softmax_loss(
   >>> print(softmax_loss(jnp.array([2., 1., 3.]), jnp.array([1., 0., 0.])))
   1.4076...
   """
-  scores, labels, valid, weights = _utils.prepare_list("softmax_loss", scores, labels, where,
+  scores, labels, valid, weights = arrays.prepare_list("softmax_loss", scores, labels, where,
                                                        weights)
-  _utils.check_array_range("labels", labels, low=0.0, mask=valid, where="softmax_loss")
+  arrays.check_array_range("labels", labels, low=0.0, mask=valid, where="softmax_loss")
   if weights is not None:
     labels = labels * weights
   if label_fn is not None:
     labels = label_fn(labels, where=valid)
-  log_softmax = scores - _utils.masked_logsumexp(scores, valid)[..., None]
+  log_softmax = scores - arrays.masked_logsumexp(scores, valid)[..., None]
   per_list = -jnp.sum(jnp.where(valid, labels * log_softmax, 0.0), axis=-1)
-  return _utils.reduce_loss(per_list, _utils.list_mask(valid), reduce_fn)
+  return arrays.reduce_loss(per_list, arrays.list_mask(valid), reduce_fn)
 
 
 def pointwise_sigmoid_loss(
@@ -301,12 +302,12 @@ def pointwise_sigmoid_loss(
     *,
     where: Optional[Array] = None,
     weights: Optional[Array] = None,
-    reduce_fn: _utils.ReduceFn = jnp.mean,
+    reduce_fn: arrays.ReduceFn = jnp.mean,
 ) -> Array:
   r"""Pointwise sigmoid cross-entropy of each score against a label in [0, 1].
 
   `ℓ_i = −[y_i·logσ(s_i) + (1 − y_i)·logσ(−s_i)] = y_i·softplus(−s_i) + (1 − y_i)·softplus(s_i)`,
-  times `w_i`, mean over valid items (ALGORITHMS.md §3.5; Rax `pointwise_sigmoid_loss`). Unlike
+  times `w_i`, mean over valid items (Rax `pointwise_sigmoid_loss`). Unlike
   Rax, labels outside [0, 1] raise (no silent clipping; checked when the labels are concrete).
 
   Args:
@@ -320,11 +321,11 @@ def pointwise_sigmoid_loss(
   >>> print(pointwise_sigmoid_loss(jnp.array([0., 0.]), jnp.array([1., 0.])))  # log 2
   0.6931...
   """
-  scores, labels, valid, weights = _utils.prepare_list("pointwise_sigmoid_loss", scores, labels,
+  scores, labels, valid, weights = arrays.prepare_list("pointwise_sigmoid_loss", scores, labels,
                                                        where, weights)
-  _utils.check_array_range("labels", labels, low=0.0, high=1.0, mask=valid,
+  arrays.check_array_range("labels", labels, low=0.0, high=1.0, mask=valid,
                            where="pointwise_sigmoid_loss")
   losses = labels * jax.nn.softplus(-scores) + (1.0 - labels) * jax.nn.softplus(scores)
   if weights is not None:
     losses = losses * weights
-  return _utils.reduce_loss(losses, valid, reduce_fn)
+  return arrays.reduce_loss(losses, valid, reduce_fn)

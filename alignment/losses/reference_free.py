@@ -1,4 +1,4 @@
-"""Reference-free (and reference-margin) pairwise objectives (ALGORITHMS.md §2).
+"""Reference-free (and reference-margin) pairwise objectives.
 
 Same layout and label semantics as `alignment.losses.pairwise`: inputs `[..., 2]`, slot 0 the
 chosen response, labels ordering each pair (ties and masked slots contribute nothing),
@@ -7,7 +7,7 @@ chosen response, labels ordering each pair (ties and masked slots contribute not
 
 Objectives with an NLL term use the token-mean cross-entropy over all chosen completion tokens
 of the batch, `−Σ lp_w / Σ n_w`, computed from summed log-probs and `lengths` (each term reduced
-separately, §0.2); per-pair unreduced values carry that mean as per-pair shares.
+separately, `docs/conventions.md`); per-pair unreduced values carry that mean as per-pair shares.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ import jax
 import jax.numpy as jnp
 
 from alignment import scores
-from alignment.losses import _pairs, _utils
+from alignment import arrays
+from alignment.losses import pairwise
 from alignment.losses.registry import register
 
 Array = jax.Array
@@ -25,12 +26,12 @@ _log_sigmoid = jax.nn.log_sigmoid
 
 def _average_pair(name, logps, lengths, pairs):
   """`(a_w, a_l)`: average log-probs `lp / max(n, 1)` ordered by the labels."""
-  _pairs.require(name, lengths, "lengths")
-  return _pairs.chosen_rejected(scores.average_logprob(logps, lengths), pairs.swap)
+  arrays.require(name, lengths, "lengths")
+  return arrays.chosen_rejected(scores.average_logprob(logps, lengths), pairs.swap)
 
 
 # ------------------------------------------------------------------------------------------------
-# §2.1 SimPO, §2.2 CPO and AlphaPO.
+# SimPO, CPO and AlphaPO.
 
 
 def simpo(
@@ -48,12 +49,12 @@ def simpo(
   """
   name = "simpo"
   del ref_logps
-  _utils.check_positive("beta", beta, where=name)
-  _pairs.check_label_smoothing(name, label_smoothing)
-  pairs = _pairs.order_pairs(name, logps, labels, where, weights, lengths=lengths)
+  arrays.check_positive("beta", beta, where=name)
+  pairwise.check_label_smoothing(name, label_smoothing)
+  pairs = arrays.order_pairs(name, logps, labels, where, weights, lengths=lengths)
   a_w, a_l = _average_pair(name, logps, lengths, pairs)
-  loss = _pairs.smoothed_logistic(beta * (a_w - a_l) - gamma, label_smoothing)
-  return _pairs.reduce_pairs(loss, pairs, reduce_fn)
+  loss = pairwise.smoothed_logistic(beta * (a_w - a_l) - gamma, label_smoothing)
+  return arrays.reduce_pairs(loss, pairs, reduce_fn)
 
 
 _CPO_MARGINS = ("sigmoid", "hinge", "ipo", "simpo")
@@ -84,25 +85,25 @@ def cpo_contrastive(
   del ref_logps
   if margin not in _CPO_MARGINS:
     raise ValueError(f"{name}: margin must be one of {_CPO_MARGINS}, got {margin!r}.")
-  _utils.check_positive("beta", beta, where=name)
-  _pairs.check_label_smoothing(name, label_smoothing)
-  _utils.check_range("cpo_alpha", cpo_alpha, low=0.0, where=name)
-  pairs = _pairs.order_pairs(name, logps, labels, where, weights, lengths=lengths)
+  arrays.check_positive("beta", beta, where=name)
+  pairwise.check_label_smoothing(name, label_smoothing)
+  arrays.check_range("cpo_alpha", cpo_alpha, low=0.0, where=name)
+  pairs = arrays.order_pairs(name, logps, labels, where, weights, lengths=lengths)
   if margin in ("sigmoid", "hinge"):
-    lp_w, lp_l = _pairs.chosen_rejected(scores.as_float(logps), pairs.swap)
+    lp_w, lp_l = arrays.chosen_rejected(arrays.as_float(logps), pairs.swap)
     z = beta * (lp_w - lp_l)
-    loss = (_pairs.smoothed_logistic(z, label_smoothing) if margin == "sigmoid"
+    loss = (pairwise.smoothed_logistic(z, label_smoothing) if margin == "sigmoid"
             else jax.nn.relu(1 - z))
   else:
     a_w, a_l = _average_pair(name, logps, lengths, pairs)
     if margin == "ipo":
       loss = jnp.square(a_w - a_l - 1.0 / (2.0 * beta))
     else:
-      loss = _pairs.smoothed_logistic(beta * (a_w - a_l) - simpo_gamma, label_smoothing)
-  if _utils._concrete(cpo_alpha) != 0.0:
-    _pairs.require(name, lengths, "lengths")
-    loss = loss + cpo_alpha * _pairs.chosen_nll(logps, lengths, pairs)
-  return _pairs.reduce_pairs(loss, pairs, reduce_fn)
+      loss = pairwise.smoothed_logistic(beta * (a_w - a_l) - simpo_gamma, label_smoothing)
+  if arrays.concrete_float(cpo_alpha) != 0.0:
+    arrays.require(name, lengths, "lengths")
+    loss = loss + cpo_alpha * pairwise.chosen_nll(logps, lengths, pairs)
+  return arrays.reduce_pairs(loss, pairs, reduce_fn)
 
 
 def alphapo(
@@ -118,28 +119,28 @@ def alphapo(
   """
   name = "alphapo"
   del ref_logps
-  _utils.check_positive("beta", beta, where=name)
-  _pairs.check_label_smoothing(name, label_smoothing)
-  pairs = _pairs.order_pairs(name, logps, labels, where, weights, lengths=lengths)
+  arrays.check_positive("beta", beta, where=name)
+  pairwise.check_label_smoothing(name, label_smoothing)
+  pairs = arrays.order_pairs(name, logps, labels, where, weights, lengths=lengths)
   a_w, a_l = _average_pair(name, logps, lengths, pairs)
   m = scores.alpha_reward(a_w, alpha=alpha) - scores.alpha_reward(a_l, alpha=alpha)
-  loss = _pairs.smoothed_logistic(beta * m - gamma, label_smoothing)
-  return _pairs.reduce_pairs(loss, pairs, reduce_fn)
+  loss = pairwise.smoothed_logistic(beta * m - gamma, label_smoothing)
+  return arrays.reduce_pairs(loss, pairs, reduce_fn)
 
 
 # ------------------------------------------------------------------------------------------------
-# §2.3 ORPO and §2.6 RORPO.
+# ORPO and RORPO.
 
 
-def _orpo_terms(name, logps, labels, lengths, where, weights, beta, **arrays):
+def _orpo_terms(name, logps, labels, lengths, where, weights, beta, **others):
   """`(pairs, NLL shares, logσ(log odds ratio))` shared by ORPO and RORPO."""
-  _utils.check_positive("beta", beta, where=name)
-  _pairs.require(name, lengths, "lengths")
-  pairs = _pairs.order_pairs(name, logps, labels, where, weights, lengths=lengths, **arrays)
-  odds_w, odds_l = _pairs.chosen_rejected(
+  arrays.check_positive("beta", beta, where=name)
+  arrays.require(name, lengths, "lengths")
+  pairs = arrays.order_pairs(name, logps, labels, where, weights, lengths=lengths, **others)
+  odds_w, odds_l = arrays.chosen_rejected(
       scores.log_odds(scores.average_logprob(logps, lengths)), pairs.swap
   )
-  return pairs, _pairs.chosen_nll(logps, lengths, pairs), _log_sigmoid(odds_w - odds_l)
+  return pairs, pairwise.chosen_nll(logps, lengths, pairs), _log_sigmoid(odds_w - odds_l)
 
 
 def orpo(
@@ -157,16 +158,16 @@ def orpo(
   """
   pairs, nll, log_sig = _orpo_terms("orpo", logps, labels, lengths, where, weights, beta)
   del ref_logps
-  return _pairs.reduce_pairs(nll - beta * log_sig, pairs, reduce_fn)
+  return arrays.reduce_pairs(nll - beta * log_sig, pairs, reduce_fn)
 
 
 def _rorpo(name, logps, labels, lengths, where, weights, beta, gamma, rationale_logps,
            rationale_term, reduce_fn):
   pairs, nll, log_sig = _orpo_terms(name, logps, labels, lengths, where, weights, beta)
-  _utils.check_shapes(name, "the pair axes of logps", pairs.valid,
+  arrays.check_shapes(name, "the pair axes of logps", pairs.valid,
                       rationale_logps=rationale_logps)
-  rationale = rationale_term(gamma * scores.as_float(rationale_logps))
-  return _pairs.reduce_pairs(nll - (beta * log_sig + rationale), pairs, reduce_fn)
+  rationale = rationale_term(gamma * arrays.as_float(rationale_logps))
+  return arrays.reduce_pairs(nll - (beta * log_sig + rationale), pairs, reduce_fn)
 
 
 def rorpo_sigmoid(
@@ -176,7 +177,7 @@ def rorpo_sigmoid(
   """RORPO (sigmoid): `L = NLL(y_w) − mean[β·logσ(log_odds) + logσ(γ·lp_θ(r | x_rat))]`.
 
   `rationale_logps` `[...]`: summed policy log-prob of the rationale under the rationale prompt.
-  Keeping ORPO's NLL term is the default (unverified, §10.10).
+  Keeping ORPO's NLL term is the default (unverified).
   Paper: "Data-Centric Human Preference Optimization with Rationales"; code
   reds-lab/preference-learning-with-rationales.
   """
@@ -210,30 +211,30 @@ def rdpo_rationale(
   """
   name = "rdpo_rationale"
   del lengths
-  _utils.check_positive("beta", beta, where=name)
-  pairs = _pairs.order_pairs(name, logps, labels, where, weights, ref_logps=ref_logps)
-  _pairs.require(name, ref_logps, "ref_logps")
-  _utils.check_shapes(name, "the pair axes of logps", pairs.valid,
+  arrays.check_positive("beta", beta, where=name)
+  pairs = arrays.order_pairs(name, logps, labels, where, weights, ref_logps=ref_logps)
+  arrays.require(name, ref_logps, "ref_logps")
+  arrays.check_shapes(name, "the pair axes of logps", pairs.valid,
                       rationale_logps=rationale_logps)
-  rho_w, rho_l = _pairs.chosen_rejected(scores.log_ratio(logps, ref_logps), pairs.swap)
+  rho_w, rho_l = arrays.chosen_rejected(scores.log_ratio(logps, ref_logps), pairs.swap)
   loss = -_log_sigmoid(beta * (rho_w - rho_l)) - _log_sigmoid(
-      gamma * scores.as_float(rationale_logps)
+      gamma * arrays.as_float(rationale_logps)
   )
-  return _pairs.reduce_pairs(loss, pairs, reduce_fn)
+  return arrays.reduce_pairs(loss, pairs, reduce_fn)
 
 
 # ------------------------------------------------------------------------------------------------
-# §2.4 MaPO.
+# MaPO.
 
 
 def _mapo(name, m, pairs, beta, snr_value, scale, reduce_fn):
   """`ℓ = m_w − β·logσ(T·(φ(c·m_w) − φ(c·m_l)))` per pair (mean of each term = mean of the sum)."""
-  _utils.check_positive("beta", beta, where=name)
-  _utils.check_positive("snr_value", snr_value, where=name)
-  _utils.check_positive("scale", scale, where=name)
-  m_w, m_l = _pairs.chosen_rejected(m, pairs.swap)
+  arrays.check_positive("beta", beta, where=name)
+  arrays.check_positive("snr_value", snr_value, where=name)
+  arrays.check_positive("scale", scale, where=name)
+  m_w, m_l = arrays.chosen_rejected(m, pairs.swap)
   odds = scores.phi(snr_value * m_w) - scores.phi(snr_value * m_l)
-  return _pairs.reduce_pairs(m_w - beta * _log_sigmoid(scale * odds), pairs, reduce_fn)
+  return arrays.reduce_pairs(m_w - beta * _log_sigmoid(scale * odds), pairs, reduce_fn)
 
 
 def mapo_diffusion(
@@ -256,9 +257,9 @@ def mapo_diffusion(
   """
   name = "mapo_diffusion"
   del ref_logps, lengths
-  pairs = _pairs.order_pairs(name, mse, labels, where, weights)
-  _utils.check_array_range("mse", mse, low=0.0, where=name)
-  return _mapo(name, scores.as_float(mse), pairs, beta, snr_value, num_train_timesteps,
+  pairs = arrays.order_pairs(name, mse, labels, where, weights)
+  arrays.check_array_range("mse", mse, low=0.0, where=name)
+  return _mapo(name, arrays.as_float(mse), pairs, beta, snr_value, num_train_timesteps,
                reduce_fn)
 
 
@@ -274,25 +275,25 @@ def mapo_llm_literal(
   """
   name = "mapo_llm_literal"
   del ref_logps
-  pairs = _pairs.order_pairs(name, logps, labels, where, weights, lengths=lengths)
-  _pairs.require(name, lengths, "lengths")
+  pairs = arrays.order_pairs(name, logps, labels, where, weights, lengths=lengths)
+  arrays.require(name, lengths, "lengths")
   m = -scores.average_logprob(logps, lengths)
   return _mapo(name, m, pairs, beta, snr_value, scale, reduce_fn)
 
 
 # ------------------------------------------------------------------------------------------------
-# §2.5 Constrained / conditional-equivalence CPO.
+# Constrained / conditional-equivalence CPO.
 
 
 def _cond_margins(name, logps, ref_logps, labels, lengths, where, weights, beta):
   """`(pairs, δ_π, a^ref_w, a^ref_l)` with `δ_π = a_w − a_l`."""
-  _utils.check_positive("beta", beta, where=name)
-  pairs = _pairs.order_pairs(
+  arrays.check_positive("beta", beta, where=name)
+  pairs = arrays.order_pairs(
       name, logps, labels, where, weights, ref_logps=ref_logps, lengths=lengths)
-  _pairs.require(name, ref_logps, "ref_logps")
+  arrays.require(name, ref_logps, "ref_logps")
   a_w, a_l = _average_pair(name, logps, lengths, pairs)
-  ref_avg = scores.average_logprob(jax.lax.stop_gradient(scores.as_float(ref_logps)), lengths)
-  ref_w, ref_l = _pairs.chosen_rejected(ref_avg, pairs.swap)
+  ref_avg = scores.average_logprob(jax.lax.stop_gradient(arrays.as_float(ref_logps)), lengths)
+  ref_w, ref_l = arrays.chosen_rejected(ref_avg, pairs.swap)
   return pairs, a_w - a_l, ref_w, ref_l
 
 
@@ -312,14 +313,14 @@ def cpo_cond(
   Defaults β = 0.1, γ = 0.5, τ = 2.0, α = 1.0.
   """
   name = "cpo_cond"
-  _utils.check_positive("tau", tau, where=name)
-  _utils.check_positive("alpha", alpha, where=name)
+  arrays.check_positive("tau", tau, where=name)
+  arrays.check_positive("alpha", alpha, where=name)
   pairs, d_pi, ref_w, ref_l = _cond_margins(name, logps, ref_logps, labels, lengths, where,
                                             weights, beta)
   d_ref = ref_w - ref_l
   m = jax.nn.softplus(tau * (gamma - d_ref)) / tau
   loss = -_log_sigmoid(beta * d_pi - beta * d_ref - (beta / alpha) * m)
-  return _pairs.reduce_pairs(loss, pairs, reduce_fn)
+  return arrays.reduce_pairs(loss, pairs, reduce_fn)
 
 
 def cpo_cond_easy(
@@ -336,7 +337,7 @@ def cpo_cond_easy(
                                             weights, beta)
   m = gamma * (1.0 / jnp.minimum(ref_w, -1e-6) + 1.0 / jnp.minimum(ref_l, -1e-6))
   loss = -_log_sigmoid(beta * d_pi - beta * (ref_w - ref_l) - m)
-  return _pairs.reduce_pairs(loss, pairs, reduce_fn)
+  return arrays.reduce_pairs(loss, pairs, reduce_fn)
 
 
 def cpo_cond_clip(
@@ -352,7 +353,7 @@ def cpo_cond_clip(
   pairs, d_pi, ref_w, ref_l = _cond_margins(name, logps, ref_logps, labels, lengths, where,
                                             weights, beta)
   loss = -_log_sigmoid(beta * (d_pi - jnp.maximum(ref_w - ref_l, 0.0)))
-  return _pairs.reduce_pairs(loss, pairs, reduce_fn)
+  return arrays.reduce_pairs(loss, pairs, reduce_fn)
 
 
 # ------------------------------------------------------------------------------------------------

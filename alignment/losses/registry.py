@@ -1,7 +1,8 @@
 """Name -> objective registry (`losses.get("dpo")`, `losses.names()`).
 
-Each objective module registers its functions with `@register(...)`; experiments select a loss
-by name from config. The spec records what the training layer must feed the objective.
+Each objective module ends with `register(name, fn=..., ...)` calls for its objectives; importing
+`alignment.losses` registers them all, and experiments select a loss by name from config. The
+spec records what the training layer must feed the objective.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ class ObjectiveSpec:
   """What is known about one registered objective.
 
   Attributes:
-    name: registry name (the heading name of ALGORITHMS.md).
+    name: registry name (`docs/objectives.md` lists every one).
     fn: the pure function.
     paper: title of the paper (and official code repository if any).
-    family: "pairwise" | "reference_free" | "pointwise" | "listwise" | "group" | "reward".
+    family: "pairwise" | "reference_free" | "pointwise" | "listwise" | "group" | "reward"
+      ("group": the on-policy objectives over K completions per prompt of `advantages`,
+      `policy_gradient` and `self_play`).
     needs_reference: whether `ref_logps` must be given (False: pass `ref_logps=None`).
     needs_lengths: whether `lengths` (completion token counts) must be given.
     extra_inputs: names of further keyword inputs the trainer must supply (e.g. "kl_logps").
@@ -48,6 +51,7 @@ _ALIASES: dict[str, str] = {}
 def register(
     name: str,
     *,
+    fn: Objective,
     paper: str,
     family: str,
     needs_reference: bool = True,
@@ -56,31 +60,26 @@ def register(
     stateful: bool = False,
     init_state: Optional[Callable[[], object]] = None,
     aliases: tuple[str, ...] = (),
-    fn: Optional[Objective] = None,
-):
-  """Registers an objective under `name` (decorator, or direct call with `fn=`)."""
-
-  def decorator(f: Objective) -> Objective:
-    for key in (name, *aliases):
-      if key in _SPECS or key in _ALIASES:
-        raise ValueError(f"Objective name {key!r} is registered twice.")
-    _SPECS[name] = ObjectiveSpec(
-        name=name,
-        fn=f,
-        paper=paper,
-        family=family,
-        needs_reference=needs_reference,
-        needs_lengths=needs_lengths,
-        extra_inputs=tuple(extra_inputs),
-        stateful=stateful,
-        init_state=init_state,
-        aliases=tuple(aliases),
-    )
-    for alias in aliases:
-      _ALIASES[alias] = name
-    return f
-
-  return decorator(fn) if fn is not None else decorator
+) -> Objective:
+  """Registers the objective `fn` under `name` (and `aliases`); returns `fn`."""
+  for key in (name, *aliases):
+    if key in _SPECS or key in _ALIASES:
+      raise ValueError(f"Objective name {key!r} is registered twice.")
+  _SPECS[name] = ObjectiveSpec(
+      name=name,
+      fn=fn,
+      paper=paper,
+      family=family,
+      needs_reference=needs_reference,
+      needs_lengths=needs_lengths,
+      extra_inputs=tuple(extra_inputs),
+      stateful=stateful,
+      init_state=init_state,
+      aliases=tuple(aliases),
+  )
+  for alias in aliases:
+    _ALIASES[alias] = name
+  return fn
 
 
 def _canonical(name: str) -> str:

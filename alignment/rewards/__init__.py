@@ -1,11 +1,13 @@
-"""Rewards as pure functions (ALGORITHMS.md §6): reward-model losses, reward transforms and
-combination, multi-objective scalarisation, calibration, preference models and arena ratings.
+"""Rewards as pure functions: reward-model losses, reward transforms and combination,
+multi-objective scalarisation, calibration, preference models, arena ratings and similarity
+rewards against reference answers.
 
 Part of the pure core: imports nothing from `models`, `data`, `training` or `parallel`, and
 registers nothing in the objectives registry.
 """
 
-from alignment.rewards import arena, bt, calibration, multi_objective, preference_models, transforms
+from alignment.rewards import arena, bt, calibration, multi_objective, preference_models, similarity
+from alignment.rewards import transforms
 from alignment.rewards.arena import (
     ArenaBootstrap,
     aggregate_battles,
@@ -44,4 +46,5 @@ from alignment.rewards.preference_models import (
     pal_prototype_penalty,
     pal_score,
 )
+from alignment.rewards.similarity import refalign_reward
 from alignment.rewards.transforms import combine_rewards, lsc, r_ref_normal, r_ref_quantile

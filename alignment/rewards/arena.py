@@ -1,4 +1,4 @@
-"""Chatbot-Arena ratings: Bradley–Terry maximum likelihood and online Elo (ALGORITHMS.md §6.9).
+"""Chatbot-Arena ratings: Bradley–Terry maximum likelihood and online Elo.
 
 Paper: *Chatbot Arena: An Open Platform for Evaluating LLMs by Human Preference* (Chiang et al.,
 ICML 2024); code `lm-sys/FastChat` (`fastchat/serve/monitor/elo_analysis.py`).
@@ -17,7 +17,7 @@ import numpy as np
 import optax
 import optax.tree_utils as otu
 
-from alignment.losses import _utils
+from alignment import arrays
 
 Array = jax.Array
 
@@ -30,7 +30,7 @@ def elo_win_probability(rating_a, rating_b, *, scale: float = 400.0, base: float
   >>> print(elo_win_probability(1400., 1000.))  # 1/(1 + 10^{-1})
   0.9090...
   """
-  return jax.nn.sigmoid(np.log(base) * (_utils.f32(rating_a) - _utils.f32(rating_b)) / scale)
+  return jax.nn.sigmoid(np.log(base) * (arrays.f32(rating_a) - arrays.f32(rating_b)) / scale)
 
 
 def _battles(fn_name, model_a, model_b, outcomes, num_models, counts=None):
@@ -268,11 +268,11 @@ def online_elo(
   if num_models < 1:
     raise ValueError(f"online_elo: num_models must be >= 1, got {num_models}.")
   a, b = jnp.asarray(model_a, jnp.int32), jnp.asarray(model_b, jnp.int32)
-  o = _utils.f32(outcomes)
+  o = arrays.f32(outcomes)
   if not (a.ndim == 1 and a.shape == b.shape == o.shape):
     raise ValueError(f"online_elo: model_a, model_b and outcomes must be 1-D arrays of one length; "
                      f"got shapes {a.shape}, {b.shape}, {o.shape}.")
-  _utils.check_array_range("outcomes", o, low=0.0, high=1.0, where="online_elo")
+  arrays.check_array_range("outcomes", o, low=0.0, high=1.0, where="online_elo")
 
   def battle(ratings, abo):
     i, j, s = abo

@@ -1,4 +1,4 @@
-"""Bradley–Terry reward-model losses (ALGORITHMS.md §6.1).
+"""Bradley–Terry reward-model losses.
 
 Rewards `r [..., K]` of K responses to one prompt (last axis = the list, leading axes = batch),
 graded `labels [..., K]` (higher is better, ties form no pair) and an optional `where` mask,
@@ -14,7 +14,7 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from alignment.losses import _utils
+from alignment import arrays
 from alignment.losses import ranking
 
 Array = jax.Array
@@ -33,7 +33,7 @@ def bt_pairwise(
     temperature: float = 1.0,
     where: Optional[Array] = None,
     weights: Optional[Array] = None,
-    reduce_fn: _utils.ReduceFn = jnp.mean,
+    reduce_fn: arrays.ReduceFn = jnp.mean,
 ) -> Array:
   r"""Bradley–Terry pairwise reward-model loss.
 
@@ -58,8 +58,8 @@ def bt_pairwise(
   >>> print(bt_pairwise(jnp.array([1., 0.])))  # softplus(-1)
   0.3132...
   """
-  _utils.check_positive("temperature", temperature, where="bt_pairwise")
-  rewards = _utils.f32(rewards)
+  arrays.check_positive("temperature", temperature, where="bt_pairwise")
+  rewards = arrays.f32(rewards)
   if rewards.ndim < 1:
     raise ValueError("bt_pairwise: rewards must have a list axis [..., K], got a scalar.")
   if labels is None:
@@ -69,9 +69,9 @@ def bt_pairwise(
           f"of shape {rewards.shape}. Pass labels for lists."
       )
     labels = jnp.asarray([1.0, 0.0], jnp.float32)
-  margin = _utils.f32(margin)
+  margin = arrays.f32(margin)
   if margin.ndim > 0:
-    _utils.check_shapes("bt_pairwise", "rewards[..., 0]", rewards[..., 0], margin=margin)
+    arrays.check_shapes("bt_pairwise", "rewards[..., 0]", rewards[..., 0], margin=margin)
     margin = margin[..., None, None]
   return ranking.pairwise_loss(
       "bt_pairwise",
@@ -87,15 +87,15 @@ def bt_listwise(
     key: Optional[Array] = None,
     where: Optional[Array] = None,
     weights: Optional[Array] = None,
-    reduce_fn: _utils.ReduceFn = jnp.mean,
+    reduce_fn: arrays.ReduceFn = jnp.mean,
 ) -> Array:
   r"""Plackett–Luce reward-model loss: ListMLE on rewards.
 
-  `ℓ = −Σ_r [r_{π(r)} − log Σ_{r' ≥ r} exp(r_{π(r')})]`, π the label order (stable for ties
-  unless `key` breaks them at random; ALGORITHMS.md §4.4). Model: *The Analysis of Permutations*
-  (Plackett, 1975); loss: *Listwise Approach to Learning to Rank: Theory and Algorithm* (Xia et
-  al., ICML 2008). With K = 2 and labels `[1, 0]` it equals `bt_pairwise`. Mean over lists with
-  a valid item; `reduce_fn=None` gives `[...]`. Arguments as `ranking.listmle_loss`.
+  `ℓ = −Σ_r [r_{π(r)} − log Σ_{r' ≥ r} exp(r_{π(r')})]`, π the label order (stable for ties unless
+  `key` breaks them at random, as `losses.ranking.listmle_loss`). Model: *The Analysis of
+  Permutations* (Plackett, 1975); loss: *Listwise Approach to Learning to Rank: Theory and
+  Algorithm* (Xia et al., ICML 2008). With K = 2 and labels `[1, 0]` it equals `bt_pairwise`. Mean
+  over lists with a valid item; `reduce_fn=None` gives `[...]`. Arguments as `ranking.listmle_loss`.
 
   >>> print(bt_listwise(jnp.array([0., 0., 0.]), jnp.array([2., 1., 0.])))  # log 3 + log 2
   1.7917...
@@ -110,7 +110,7 @@ def bt_all_pairs(
     *,
     padding_label: float = -1.0,
     where: Optional[Array] = None,
-    reduce_fn: _utils.ReduceFn = jnp.mean,
+    reduce_fn: arrays.ReduceFn = jnp.mean,
 ) -> Array:
   r"""MORE's all-pairs ranking loss (`dunzeng/MORE`, `ranking_loss`).
 
@@ -123,7 +123,7 @@ def bt_all_pairs(
   >>> print(bt_all_pairs(jnp.array([1., 0., 5.]), jnp.array([1., 0., -1.])))  # softplus(-1)
   0.3132...
   """
-  _utils.check_shapes("bt_all_pairs", "rewards", rewards, labels=labels, where=where)
-  valid = _utils.valid_mask(rewards, where) & (jnp.broadcast_to(
-      _utils.f32(labels), jnp.shape(rewards)) != padding_label)
+  arrays.check_shapes("bt_all_pairs", "rewards", rewards, labels=labels, where=where)
+  valid = arrays.valid_mask(rewards, where) & (jnp.broadcast_to(
+      arrays.f32(labels), jnp.shape(rewards)) != padding_label)
   return bt_pairwise(rewards, labels, where=valid, reduce_fn=reduce_fn)

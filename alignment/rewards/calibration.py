@@ -1,4 +1,4 @@
-"""CHARM: reward-model calibration with Chatbot-Arena scores (ALGORITHMS.md §6.5).
+"""CHARM: reward-model calibration with Chatbot-Arena scores.
 
 Paper: *CHARM: Calibrating Reward Models With Chatbot Arena Scores* (2025); code
 `HexagonStar/CHARM` (`src/calibrate.py`, `src/utils.py`). A reward model may over-value the
@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from alignment.losses import _utils
+from alignment import arrays
 from alignment.rewards.arena import elo_win_probability
 
 Array = jax.Array
@@ -46,18 +46,18 @@ def mismatch_degree(
   >>> print(mismatch_degree(jnp.array([1., 1., 0., 1.]), jnp.zeros(4), 1000., 1000.))  # (.75−.5)/.5
   0.5
   """
-  scores_over = _utils.f32(scores_over)
-  _utils.check_shapes("mismatch_degree", "scores_over", scores_over, scores_ref=scores_ref,
+  scores_over = arrays.f32(scores_over)
+  arrays.check_shapes("mismatch_degree", "scores_over", scores_over, scores_ref=scores_ref,
                       where=where)
-  wins = scores_over > _utils.f32(scores_ref)
-  wr = _utils.masked_mean(wins.astype(jnp.float32), _utils.valid_mask(scores_over, where), axis=-1)
+  wins = scores_over > arrays.f32(scores_ref)
+  wr = arrays.masked_mean(wins.astype(jnp.float32), arrays.valid_mask(scores_over, where), axis=-1)
   wr_elo = elo_win_probability(elo_over, elo_ref)
   return (wr - wr_elo) / jnp.maximum(wr_elo, 1.0 - wr_elo)
 
 
 def elo_win_matrix(elos: Array) -> Array:
   """Target win rates `W_elo[i, j] = 1/(1 + 10^{(Elo_j − Elo_i)/400})`, `[M, M]`, diagonal 0."""
-  elos = _utils.f32(elos)
+  elos = arrays.f32(elos)
   w = elo_win_probability(elos[:, None], elos[None, :])
   return jnp.where(jnp.eye(elos.shape[0], dtype=bool), 0.0, w)
 
@@ -82,10 +82,10 @@ def charm_win_matrix(
     temperature: τ > 0.
     block_size: prompts per block.
   """
-  _utils.check_positive("temperature", temperature, where="charm_win_matrix")
+  arrays.check_positive("temperature", temperature, where="charm_win_matrix")
   if block_size < 1:
     raise ValueError(f"charm_win_matrix: block_size must be >= 1, got {block_size}.")
-  scores = _utils.f32(scores)
+  scores = arrays.f32(scores)
   if scores.ndim != 2:
     raise ValueError(f"charm_win_matrix: scores must be [M, n], got shape {scores.shape}.")
   num_models, n = scores.shape
@@ -94,7 +94,7 @@ def charm_win_matrix(
                      f"{jnp.shape(offsets)}.")
   num_blocks = -(-n // block_size)
   pad = num_blocks * block_size - n
-  x = jnp.pad(scores + _utils.f32(offsets)[:, None], ((0, 0), (0, pad)))
+  x = jnp.pad(scores + arrays.f32(offsets)[:, None], ((0, 0), (0, pad)))
   valid = jnp.arange(num_blocks * block_size) < n
   x = x.reshape(num_models, num_blocks, block_size).transpose(1, 0, 2)  # [nb, M, B]
   valid = valid.reshape(num_blocks, block_size)
@@ -141,7 +141,7 @@ def charm_offsets(
   Returns:
     `[M]` offsets.
   """
-  scores = _utils.f32(scores)
+  scores = arrays.f32(scores)
   if scores.ndim != 2 or jnp.shape(elos) != scores.shape[:1]:
     raise ValueError(f"charm_offsets: scores must be [M, n] and elos [M]; got shapes "
                      f"{scores.shape} and {jnp.shape(elos)}.")
@@ -161,7 +161,7 @@ def charm_offsets(
 
 def charm_pairs(calibrated_scores: Array) -> tuple[Array, Array]:
   """Per prompt, `(chosen, rejected)` model indices `[n]`: argmax and argmin of `[M, n]` scores."""
-  calibrated_scores = _utils.f32(calibrated_scores)
+  calibrated_scores = arrays.f32(calibrated_scores)
   if calibrated_scores.ndim != 2:
     raise ValueError("charm_pairs: calibrated_scores must be [M, n].")
   return jnp.argmax(calibrated_scores, axis=0), jnp.argmin(calibrated_scores, axis=0)

@@ -1,4 +1,4 @@
-"""Multi-objective rewards and losses: Panacea, DPA and MORE (ALGORITHMS.md §6.3, §6.4, §6.6).
+"""Multi-objective rewards and losses: Panacea, DPA and MORE.
 
 - Panacea scalarises M per-objective losses with a preference vector λ on the simplex.
 - DPA turns a multi-objective reward `r ∈ R^d` into the scalar `vᵀr` for a unit direction v.
@@ -13,14 +13,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from alignment.losses import _utils
+from alignment import arrays
 
 Array = jax.Array
 _NORMALIZATIONS = ("l2", "loss", "loss+", "none")
 
 
 def _check_simplex(fn_name: str, name: str, value, atol: float = 1e-4) -> None:
-  v = _utils.concrete_array(value)
+  v = arrays.concrete_array(value)
   if v is None:
     return
   v = v.astype(np.float64)
@@ -30,12 +30,12 @@ def _check_simplex(fn_name: str, name: str, value, atol: float = 1e-4) -> None:
 
 
 def _objectives(fn_name: str, losses, preference):
-  losses = _utils.f32(losses)
+  losses = arrays.f32(losses)
   if losses.ndim < 1:
     raise ValueError(f"{fn_name}: losses must be [..., M] (M objectives), got a scalar.")
-  _utils.check_shapes(fn_name, "losses", losses, preference=preference)
+  arrays.check_shapes(fn_name, "losses", losses, preference=preference)
   _check_simplex(fn_name, "preference", preference)
-  return losses, _utils.f32(preference)
+  return losses, arrays.f32(preference)
 
 
 def panacea_ls(losses: Array, preference: Array) -> Array:
@@ -79,8 +79,8 @@ def panacea_tche(losses: Array, preference: Array, *, ideal_point=0.0) -> Array:
   0.75
   """
   losses, preference = _objectives("panacea_tche", losses, preference)
-  _utils.check_shapes("panacea_tche", "losses", losses, ideal_point=ideal_point)
-  return jnp.max(preference * (losses - _utils.f32(ideal_point)), axis=-1)
+  arrays.check_shapes("panacea_tche", "losses", losses, ideal_point=ideal_point)
+  return jnp.max(preference * (losses - arrays.f32(ideal_point)), axis=-1)
 
 
 def sample_preference(key: Array, num_objectives: int, *, shape=(),
@@ -88,7 +88,7 @@ def sample_preference(key: Array, num_objectives: int, *, shape=(),
   """Preference vectors `[*shape, M]` from a symmetric Dirichlet(α) (α = 1: uniform on Δ^M)."""
   if num_objectives < 1:
     raise ValueError(f"sample_preference: num_objectives must be >= 1, got {num_objectives}.")
-  _utils.check_positive("concentration", concentration, where="sample_preference")
+  arrays.check_positive("concentration", concentration, where="sample_preference")
   alpha = jnp.full((num_objectives,), concentration, jnp.float32)
   return jax.random.dirichlet(key, alpha, shape=tuple(shape))
 
@@ -99,7 +99,7 @@ def sample_preference(key: Array, num_objectives: int, *, shape=(),
 
 def unit_direction(angle_degrees) -> Array:
   """`v = (cos θ, sin θ)`, `[..., 2]`, for θ in degrees (DPA suggests |θ| ≤ 45°)."""
-  theta = jnp.deg2rad(_utils.f32(angle_degrees))
+  theta = jnp.deg2rad(arrays.f32(angle_degrees))
   return jnp.stack([jnp.cos(theta), jnp.sin(theta)], axis=-1)
 
 
@@ -109,18 +109,18 @@ def dpa_prompt_weights(direction: Array) -> Array:
   >>> print(dpa_prompt_weights(unit_direction(30.)))  # round(100·(0.866, 0.5))
   [87 50]
   """
-  return jnp.round(100.0 * _utils.f32(direction)).astype(jnp.int32)
+  return jnp.round(100.0 * arrays.f32(direction)).astype(jnp.int32)
 
 
 def _direction(fn_name: str, rewards, direction):
-  rewards = _utils.f32(rewards)
+  rewards = arrays.f32(rewards)
   if rewards.ndim < 1:
     raise ValueError(f"{fn_name}: rewards must be [..., d] (d objectives), got a scalar.")
-  direction = _utils.f32(direction)
+  direction = arrays.f32(direction)
   if direction.ndim < 1 or direction.shape[-1] != rewards.shape[-1]:
     raise ValueError(f"{fn_name}: direction must be [..., {rewards.shape[-1]}] like the last axis "
                      f"of rewards; got shape {direction.shape}.")
-  v = _utils.concrete_array(direction)
+  v = arrays.concrete_array(direction)
   if v is not None and not np.allclose(np.linalg.norm(v.astype(np.float64), axis=-1), 1.0,
                                        atol=1e-4):
     raise ValueError(f"{fn_name}: direction must have unit L2 norm along its last axis; got norms "
@@ -161,9 +161,9 @@ def directional_best(rewards: Array, direction: Array, *,
   """
   if jnp.ndim(rewards) < 2:
     raise ValueError("directional_best: rewards must be [..., N, d].")
-  direction = _utils.f32(direction)
+  direction = arrays.f32(direction)
   scores = directional_reward(rewards, direction[..., None, :] if direction.ndim > 1 else direction)
-  valid = _utils.valid_mask(scores, where)
+  valid = arrays.valid_mask(scores, where)
   return jnp.argmax(jnp.where(valid, scores, -jnp.inf), axis=-1)
 
 
@@ -179,7 +179,7 @@ def _flatten_tasks(task_grads: Any) -> Array:
   if num_tasks < 1 or any(jnp.ndim(x) < 1 or jnp.shape(x)[0] != num_tasks for x in leaves):
     raise ValueError("more_weights: every leaf of task_grads must have the same leading task axis "
                      f"T >= 1; got shapes {[jnp.shape(x) for x in leaves]}.")
-  return jnp.concatenate([_utils.f32(x).reshape(num_tasks, -1) for x in leaves], axis=-1)
+  return jnp.concatenate([arrays.f32(x).reshape(num_tasks, -1) for x in leaves], axis=-1)
 
 
 def more_weights(
@@ -226,7 +226,7 @@ def more_weights(
   if normalization in ("loss", "loss+"):
     if task_losses is None:
       raise ValueError(f"more_weights: normalization={normalization!r} needs task_losses [T].")
-    task_losses = _utils.f32(task_losses)
+    task_losses = arrays.f32(task_losses)
     if task_losses.shape != norms.shape:
       raise ValueError(f"more_weights: task_losses must have shape {norms.shape}, got "
                        f"{task_losses.shape}.")
@@ -280,7 +280,7 @@ def more_loss(task_losses: Array, task_weights: Array) -> Array:
   >>> print(more_loss(jnp.array([1., 3.]), jnp.array([0.5, 0.5])))  # 2·(0.5 + 1.5)
   4.0
   """
-  task_losses = _utils.f32(task_losses)
-  _utils.check_shapes("more_loss", "task_losses", task_losses, task_weights=task_weights)
-  lam = jax.lax.stop_gradient(_utils.f32(task_weights))
+  task_losses = arrays.f32(task_losses)
+  arrays.check_shapes("more_loss", "task_losses", task_losses, task_weights=task_weights)
+  lam = jax.lax.stop_gradient(arrays.f32(task_weights))
   return task_losses.shape[-1] * jnp.sum(lam * task_losses, axis=-1)

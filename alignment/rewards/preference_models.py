@@ -1,4 +1,4 @@
-"""Preference models beyond a scalar reward: PAL ideal points and GPM (ALGORITHMS.md §6.7, §6.8).
+"""Preference models beyond a scalar reward: PAL ideal points and GPM.
 
 Both give a preference probability `P(y_1 ≻ y_2) = σ(score)` from embeddings rather than from two
 scalar rewards: PAL from distances or angles to a user's ideal point, GPM from a skew-symmetric
@@ -13,7 +13,7 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from alignment.losses import _utils
+from alignment import arrays
 from alignment.rewards.bt import margin_logistic
 
 Array = jax.Array
@@ -33,10 +33,10 @@ def pal_ideal_point(prototypes: Array, user_logits: Array) -> Array:
       prompt-conditioned `g_k(x)`).
     user_logits: `[..., K]` the user's mixture logits `W_u` (broadcastable against prototypes).
   """
-  prototypes = _utils.f32(prototypes)
+  prototypes = arrays.f32(prototypes)
   if prototypes.ndim < 2:
     raise ValueError(f"pal_ideal_point: prototypes must be [..., K, d], got {prototypes.shape}.")
-  weights = jax.nn.softmax(_utils.f32(user_logits), axis=-1)
+  weights = jax.nn.softmax(arrays.f32(user_logits), axis=-1)
   return jnp.sum(weights[..., :, None] * prototypes, axis=-2)
 
 
@@ -74,7 +74,7 @@ def pal_score(
   """
   if kind not in _PAL_KINDS:
     raise ValueError(f"pal_score: unknown kind {kind!r}; known: {_PAL_KINDS}.")
-  f, u = _utils.f32(item_embeddings), _utils.f32(ideal_point)
+  f, u = arrays.f32(item_embeddings), arrays.f32(ideal_point)
   if f.ndim < 1 or u.ndim < 1 or f.shape[-1] != u.shape[-1]:
     raise ValueError(f"pal_score: item_embeddings and ideal_point must be [..., d] with one d; "
                      f"got {f.shape} and {u.shape}.")
@@ -84,7 +84,7 @@ def pal_score(
       return -sq
     positive = sq > 0.0  # double-where: the gradient of sqrt at 0 is never formed
     return -jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1.0)), 0.0)
-  scale = jnp.minimum(jnp.exp(_utils.f32(log_scale)), max_scale)
+  scale = jnp.minimum(jnp.exp(arrays.f32(log_scale)), max_scale)
   return scale * _cosine(f, u)
 
 
@@ -101,7 +101,7 @@ def pal_loss(
     loss: str = "ce",
     gamma: float = 5.0,
     where: Optional[Array] = None,
-    reduce_fn: _utils.ReduceFn = jnp.mean,
+    reduce_fn: arrays.ReduceFn = jnp.mean,
 ) -> Array:
   r"""PAL preference loss for `y_1 ≻ y_2` on `z = s_1 − s_2`.
 
@@ -121,10 +121,10 @@ def pal_loss(
   """
   if loss not in _PAL_LOSSES:
     raise ValueError(f"pal_loss: unknown loss {loss!r}; known: {_PAL_LOSSES}.")
-  _utils.check_positive("gamma", gamma, where="pal_loss")
-  scores_1 = _utils.f32(scores_1)
-  _utils.check_shapes("pal_loss", "scores_1", scores_1, scores_2=scores_2, where=where)
-  z = scores_1 - _utils.f32(scores_2)
+  arrays.check_positive("gamma", gamma, where="pal_loss")
+  scores_1 = arrays.f32(scores_1)
+  arrays.check_shapes("pal_loss", "scores_1", scores_1, scores_2=scores_2, where=where)
+  z = scores_1 - arrays.f32(scores_2)
   if loss == "ce":
     values = margin_logistic(z)
   elif loss == "hinge":
@@ -132,12 +132,12 @@ def pal_loss(
   else:
     values = jnp.where(z >= 1.0 - gamma, 0.5 / gamma * jnp.square(jax.nn.relu(1.0 - z)),
                        1.0 - 0.5 * gamma - z)
-  return _utils.reduce_loss(values, _utils.valid_mask(z, where), reduce_fn)
+  return arrays.reduce_loss(values, arrays.valid_mask(z, where), reduce_fn)
 
 
 def pal_prototype_penalty(prototypes: Array, *, bound: float = 4.0, weight: float = 1.0) -> Array:
   """`weight·Σ_k max(0, ‖g_k‖₂ − bound)` over prototypes `[..., K, d]` (bound 4, weight 1)."""
-  norms = jnp.sqrt(jnp.sum(jnp.square(_utils.f32(prototypes)), axis=-1) + 1e-30)
+  norms = jnp.sqrt(jnp.sum(jnp.square(arrays.f32(prototypes)), axis=-1) + 1e-30)
   return weight * jnp.sum(jax.nn.relu(norms - bound))
 
 
@@ -152,7 +152,7 @@ def gpm_eigenvalues(logits: Array, *, hidden_size: int) -> Array:
     logits: `[..., k]` outputs of the λ head on the prompt's hidden state.
     hidden_size: the model width used in the √hidden temperature.
   """
-  logits = _utils.f32(logits)
+  logits = arrays.f32(logits)
   return logits.shape[-1] * jax.nn.softmax(logits / math.sqrt(hidden_size), axis=-1)
 
 
@@ -189,7 +189,7 @@ def gpm_score(
   >>> print(gpm_score(jnp.array([1., 2.]), jnp.array([3., 5.])))  # 1·5 − 2·3
   -1.0
   """
-  v_i, v_j = _utils.f32(v_i), _utils.f32(v_j)
+  v_i, v_j = arrays.f32(v_i), arrays.f32(v_j)
   if v_i.ndim < 1 or v_i.shape[-1] % 2 or v_j.ndim < 1 or v_j.shape[-1] != v_i.shape[-1]:
     raise ValueError(f"gpm_score: v_i and v_j must be [..., 2k] with one even last axis; got "
                      f"{v_i.shape} and {v_j.shape}.")
@@ -199,15 +199,15 @@ def gpm_score(
   a_j, b_j = v_j[..., 0::2], v_j[..., 1::2]
   blocks = a_i * b_j - b_i * a_j  # [..., k]
   if eigenvalues is not None:
-    eigenvalues = _utils.f32(eigenvalues)
-    _utils.check_shapes("gpm_score", "the blocks of v_i", blocks, eigenvalues=eigenvalues)
+    eigenvalues = arrays.f32(eigenvalues)
+    arrays.check_shapes("gpm_score", "the blocks of v_i", blocks, eigenvalues=eigenvalues)
     blocks = blocks * eigenvalues
   return jnp.sum(blocks, axis=-1)
 
 
 def gpm_temperature(raw) -> Array:
   """Learnable GPM temperature `τ = max(softplus(τ_raw), 1e−2)`."""
-  return jnp.maximum(jax.nn.softplus(_utils.f32(raw)), 1e-2)
+  return jnp.maximum(jax.nn.softplus(arrays.f32(raw)), 1e-2)
 
 
 def gpm_loss(
@@ -219,7 +219,7 @@ def gpm_loss(
     eigenvalues: Optional[Array] = None,
     normalize: bool = False,
     where: Optional[Array] = None,
-    reduce_fn: _utils.ReduceFn = jnp.mean,
+    reduce_fn: arrays.ReduceFn = jnp.mean,
 ) -> Array:
   r"""GPM preference loss `ℓ = −logσ((s(y_w ≻ y_l) − margin)/τ)`.
 
@@ -237,11 +237,11 @@ def gpm_loss(
   >>> print(gpm_loss(jnp.array([1., 0.]), jnp.array([0., 1.])))  # s = 1: softplus(−1)
   0.3132...
   """
-  _utils.check_positive("temperature", temperature, where="gpm_loss")
+  arrays.check_positive("temperature", temperature, where="gpm_loss")
   s = gpm_score(v_chosen, v_rejected, eigenvalues=eigenvalues, normalize=normalize)
-  _utils.check_shapes("gpm_loss", "the scores", s, margin=margin, where=where)
-  values = margin_logistic(s, margin=_utils.f32(margin), temperature=temperature)
-  return _utils.reduce_loss(values, _utils.valid_mask(s, where), reduce_fn)
+  arrays.check_shapes("gpm_loss", "the scores", s, margin=margin, where=where)
+  values = margin_logistic(s, margin=arrays.f32(margin), temperature=temperature)
+  return arrays.reduce_loss(values, arrays.valid_mask(s, where), reduce_fn)
 
 
 def gpm_regression_loss(
@@ -253,14 +253,14 @@ def gpm_regression_loss(
     eigenvalues: Optional[Array] = None,
     normalize: bool = False,
     where: Optional[Array] = None,
-    reduce_fn: _utils.ReduceFn = jnp.mean,
+    reduce_fn: arrays.ReduceFn = jnp.mean,
 ) -> Array:
   r"""GPM regression variant `ℓ = ½(s(y_w ≻ y_l)/τ − target)²`, target 10.
 
   >>> print(gpm_regression_loss(jnp.array([1., 0.]), jnp.array([0., 1.])))  # ½(1 − 10)²
   40.5
   """
-  _utils.check_positive("temperature", temperature, where="gpm_regression_loss")
+  arrays.check_positive("temperature", temperature, where="gpm_regression_loss")
   s = gpm_score(v_chosen, v_rejected, eigenvalues=eigenvalues, normalize=normalize)
   values = 0.5 * jnp.square(s / temperature - target)
-  return _utils.reduce_loss(values, _utils.valid_mask(s, where), reduce_fn)
+  return arrays.reduce_loss(values, arrays.valid_mask(s, where), reduce_fn)

@@ -1,4 +1,4 @@
-"""LSC reward transform, reference-reward estimators and reward combination (ALGORITHMS.md §6.2).
+"""LSC reward transform, reference-reward estimators and reward combination.
 
 Paper: *Transforming and Combining Rewards for Aligning Large Language Models* (Wang, Nagpal,
 Berant, Eisenstein, D'Amour, Koyejo, Veitch; ICML 2024). No official code; `r_ref_normal`
@@ -16,7 +16,7 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from alignment.losses import _utils
+from alignment import arrays
 
 Array = jax.Array
 _MODES = ("lsc_sum", "raw_sum")
@@ -39,19 +39,19 @@ def lsc(rewards: Array, reference_rewards: Array) -> Array:
   >>> print(lsc(jnp.array(0.), jnp.array(0.)))  # log(1/2)
   -0.6931...
   """
-  rewards = _utils.f32(rewards)
-  _utils.check_shapes("lsc", "rewards", rewards, reference_rewards=reference_rewards)
-  return jax.nn.log_sigmoid(rewards - _utils.f32(reference_rewards))
+  rewards = arrays.f32(rewards)
+  arrays.check_shapes("lsc", "rewards", rewards, reference_rewards=reference_rewards)
+  return jax.nn.log_sigmoid(rewards - arrays.f32(reference_rewards))
 
 
 def _samples(fn_name: str, sample_rewards, where, q):
-  _utils.check_range("q", q, low=0.0, high=1.0, where=fn_name)
-  x = _utils.f32(sample_rewards)
+  arrays.check_range("q", q, low=0.0, high=1.0, where=fn_name)
+  x = arrays.f32(sample_rewards)
   if x.ndim < 1:
     raise ValueError(f"{fn_name}: sample_rewards must be [..., n] (n samples per prompt), got a "
                      "scalar.")
-  _utils.check_shapes(fn_name, "sample_rewards", x, where=where)
-  valid = _utils.valid_mask(x, where)
+  arrays.check_shapes(fn_name, "sample_rewards", x, where=where)
+  valid = arrays.valid_mask(x, where)
   return jnp.where(valid, x, 0.0), valid, jnp.sum(valid, axis=-1, dtype=jnp.int32)
 
 
@@ -105,7 +105,7 @@ def r_ref_normal(sample_rewards: Array, *, q: float = 0.85, eps: float = 1e-5,
   >>> print(r_ref_normal(jnp.array([1., 3.]), q=0.5))  # the mean
   2.0
   """
-  _utils.check_range("q", q, low=0.0, high=1.0, low_inclusive=False, high_inclusive=False,
+  arrays.check_range("q", q, low=0.0, high=1.0, low_inclusive=False, high_inclusive=False,
                      where="r_ref_normal")
   x, valid, n = _samples("r_ref_normal", sample_rewards, where, q)
   count = n.astype(jnp.float32)
@@ -149,14 +149,14 @@ def combine_rewards(
   """
   if mode not in _MODES:
     raise ValueError(f"combine_rewards: unknown mode {mode!r}; known modes: {_MODES}.")
-  rewards = _utils.f32(rewards)
+  rewards = arrays.f32(rewards)
   if rewards.ndim < 1:
     raise ValueError("combine_rewards: rewards must be [..., M] (M properties), got a scalar.")
-  _utils.check_shapes("combine_rewards", "rewards", rewards, weights=weights)
+  arrays.check_shapes("combine_rewards", "rewards", rewards, weights=weights)
   if mode == "lsc_sum":
     if reference_rewards is None:
       raise ValueError("combine_rewards: mode='lsc_sum' needs reference_rewards [..., M].")
     rewards = lsc(rewards, reference_rewards)
   if weights is not None:
-    rewards = rewards * _utils.f32(weights)
+    rewards = rewards * arrays.f32(weights)
   return jnp.sum(rewards, axis=-1)

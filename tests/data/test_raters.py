@@ -39,7 +39,8 @@ def _plackett_luce_probability(rewards, permutation, temperature):
 
 
 @pytest.mark.parametrize(
-    "margin, temperature, flip_rate", [(1.0, 1.0, 0.0), (0.3, 0.5, 0.0), (2.0, 1.0, 0.2), (-1.5, 2.0, 0.1)]
+    "margin, temperature, flip_rate",
+    [(1.0, 1.0, 0.0), (0.3, 0.5, 0.0), (2.0, 1.0, 0.2), (-1.5, 2.0, 0.1)]
 )
 def test_bradley_terry_matches_model(margin, temperature, flip_rate):
   # E.g. margin 1, T = 1, ε = 0: p = σ(1) = 0.7311; ε = 0.2, margin 2: 0.8·σ(2) + 0.2·σ(−2).
@@ -184,3 +185,32 @@ def test_bad_input_is_reported(call, message):
 def test_rng_must_be_generator_or_seed():
   with pytest.raises(TypeError, match="numpy Generator or an int seed"):
     raters.binary_thumbs([1.0], 0.5)
+
+
+def test_preference_probability_by_hand():
+  # T = 0.05, r_w − r_l = 0.05: σ(1) = 0.7310586; with ε = 0.1: 0.9·0.7310586 + 0.1·0.2689414.
+  alpha = raters.preference_probability([[0.15, 0.1], [0.1, 0.15], [0.2, 0.2]],
+                                        temperature=0.05, flip_rate=0.0)
+  np.testing.assert_allclose(alpha, [0.7310586, 0.2689414, 0.5], atol=1e-7)
+  flipped = raters.preference_probability([0.15, 0.1], temperature=0.05, flip_rate=0.1)
+  assert flipped == pytest.approx(0.9 * 0.7310586 + 0.1 * 0.2689414, abs=1e-7)
+  # T = 0: the step function, a fair coin on ties; ε = 1 inverts it.
+  np.testing.assert_array_equal(raters.preference_probability(
+      [[1.0, 0.0], [0.0, 1.0], [2.0, 2.0]], temperature=0.0, flip_rate=0.0), [1.0, 0.0, 0.5])
+  np.testing.assert_array_equal(raters.preference_probability(
+      [[1.0, 0.0]], temperature=0.0, flip_rate=1.0), [0.0])
+  with pytest.raises(ValueError, match=r"\[..., 2\]"):
+    raters.preference_probability([1.0, 2.0, 3.0], temperature=1.0, flip_rate=0.0)
+
+
+def test_preference_probability_matches_the_plackett_luce_rater():
+  # Monte Carlo of the library's rater: the frequency of "slot 0 ranked first" is α (4 σ).
+  rewards = np.array([[0.1, 0.0], [0.0, 0.05], [0.3, 0.3], [0.52, 0.5]])
+  n = 40_000
+  for flip_rate in (0.0, 0.2):
+    ranking = raters.plackett_luce_ranking(np.repeat(rewards[None], n, axis=0), 0,
+                                           temperature=0.05, flip_rate=flip_rate)
+    frequency = np.mean(ranking[..., 0] == 0, axis=0)
+    alpha = raters.preference_probability(rewards, temperature=0.05, flip_rate=flip_rate)
+    np.testing.assert_array_less(np.abs(frequency - alpha),
+                                 4 * np.sqrt(alpha * (1 - alpha) / n) + 1e-9)

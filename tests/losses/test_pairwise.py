@@ -1,4 +1,4 @@
-"""Tests of the pairwise objectives (ALGORITHMS.md §1): closed forms, float64 numpy references,
+"""Tests of the pairwise objectives: closed forms, float64 numpy references,
 gradient signs, masking, reductions, stability, state and range errors."""
 
 import functools
@@ -11,6 +11,7 @@ import pytest
 
 from alignment import losses, scores
 from alignment.losses import pairwise
+from tests.references import NpRunningMoments
 
 X64 = functools.partial(jax.enable_x64, True)
 PAIRWISE = losses.names(family="pairwise")
@@ -26,22 +27,6 @@ def np_sig(x):
 
 def np_smoothed(z, eps):
   return -(1 - eps) * np_logsig(z) - eps * np_logsig(-z)
-
-
-class NpRunningMoments:
-  """TRL's RunningMoments in float64 (the recurrence of ALGORITHMS.md §3.2)."""
-
-  def __init__(self):
-    self.mean, self.var, self.count = 0.0, 1.0, 1e-24
-
-  def update(self, xs):
-    xs = np.asarray(xs, np.float64).ravel()
-    n, m, v = xs.size, xs.mean(), xs.var()
-    delta = m - self.mean
-    tot = self.count + n
-    self.var = (self.var * self.count + delta**2 * self.count * n / tot + v * n) / tot
-    self.mean += delta * n / tot
-    self.count = tot
 
 
 # ------------------------------------------------------------------------------------------------
@@ -178,7 +163,8 @@ HAND = [
     # −(1−ε)logσ(z) − ε logσ(−z) = −logσ(z) + εz (since logσ(−z) = logσ(z) − z) = 0.31326 + 0.25.
     ("cdpo", {"beta": 1.0, "label_smoothing": 0.25}, -LOGSIG1 + 0.25),
     # [−0.75·logσ(1) + 0.25·logσ(−1)]/0.5 = [0.2349463 − 0.3283154]/0.5 = −0.1867383.
-    ("rdpo", {"beta": 1.0, "label_smoothing": 0.25}, (-0.75 * LOGSIG1 + 0.25 * (LOGSIG1 - 1)) / 0.5),
+    ("rdpo", {"beta": 1.0, "label_smoothing": 0.25},
+     (-0.75 * LOGSIG1 + 0.25 * (LOGSIG1 - 1)) / 0.5),
     # (h − 1/(2β))² = (1 − 2)² = 1 at β = 0.25.
     ("ipo_sum", {"beta": 0.25}, 1.0),
     # h̄ = 0.5/2 − (−0.5)/4 = 0.375; (0.375 − 1)² = 0.390625 at β = 0.5.
@@ -239,7 +225,7 @@ def test_aot_hand_values_are_batch_coupled():
 
 
 def test_k2_reduction_dpo_equals_pairwise_logistic_on_beta_rho():
-  # §0.3: with s = βρ, the pairwise logistic loss softplus(−(s_w − s_l)) is DPO.
+  # K = 2 reduction: with s = βρ, the pairwise logistic loss softplus(−(s_w − s_l)) is DPO.
   lp, lr, n, _ = _data(2)
   s = 0.1 * (lp - lr)
   want = np.mean(np.logaddexp(0.0, -(s[:, 0] - s[:, 1])))
@@ -423,7 +409,8 @@ def test_sft_is_a_token_mean_and_its_shares_reduce_consistently():
   assert float(s / c) == pytest.approx(want, rel=1e-6) and float(c) == 4.0
   # Unreduced shares: −lp_w·N/Σn_w on valid pairs, 0 on masked ones.
   per = pairwise.sft(jnp.asarray(lp), None, lengths=n, where=where, reduce_fn=None)
-  np.testing.assert_allclose(per, np.where(where[:, 0], -lp[:, 0] * 4 / nn[where[:, 0], 0].sum(), 0),
+  np.testing.assert_allclose(per,
+                             np.where(where[:, 0], -lp[:, 0] * 4 / nn[where[:, 0], 0].sum(), 0),
                              rtol=1e-6)
 
 

@@ -1,4 +1,4 @@
-"""Tests of the pointwise / unpaired objectives (ALGORITHMS.md §3): closed forms, float64 numpy
+"""Tests of the pointwise / unpaired objectives: closed forms, float64 numpy
 references, the BCO running moments, gradient signs, masking and label checks."""
 
 import functools
@@ -11,6 +11,7 @@ import pytest
 
 from alignment import losses
 from alignment.losses import pointwise as pw
+from tests.references import NpRunningMoments
 
 X64 = functools.partial(jax.enable_x64, True)
 NAMES = losses.names(family="pointwise")
@@ -22,22 +23,6 @@ def np_logsig(x):
 
 def np_sig(x):
   return 1.0 / (1.0 + np.exp(-x))
-
-
-class NpRunningMoments:
-  """TRL's RunningMoments in float64."""
-
-  def __init__(self):
-    self.mean, self.var, self.count = 0.0, 1.0, 1e-24
-
-  def update(self, xs):
-    xs = np.asarray(xs, np.float64).ravel()
-    n, m, v = xs.size, xs.mean(), xs.var()
-    delta = m - self.mean
-    tot = self.count + n
-    self.var = (self.var * self.count + delta**2 * self.count * n / tot + v * n) / tot
-    self.mean += delta * n / tot
-    self.count = tot
 
 
 def _data(seed=0, k=1):
@@ -302,9 +287,13 @@ def test_label_errors_and_options():
     pw.kto(LP, LR, Y, kl_logps=LP, kl_ref_logps=LR, desirable_weight=-1.0)
   with pytest.raises(ValueError, match="kto: beta"):
     pw.kto(LP, LR, Y, kl_logps=LP, kl_ref_logps=LR, beta=0.0)
-  # Traced labels are not inspected (jit works), the check applies to concrete ones only.
+  # Traced labels are not inspected (jit works), the check applies to concrete ones only: under
+  # `jit` even out-of-range labels give the formula's value (numpy, s = βρ = 0.1·[0.5, −0.5]).
   f = jax.jit(lambda y: pw.pointwise_sigmoid(LP, LR, y))
-  assert np.isfinite(float(f(jnp.array([1.0, 0.0]))))
+  s = 0.1 * np.array([0.5, -0.5])
+  for y in (np.array([1.0, 0.0]), np.array([1.5, 0.0])):
+    want = np.mean(-(y * np_logsig(s) + (1.0 - y) * np_logsig(-s)))
+    np.testing.assert_allclose(f(jnp.asarray(y, jnp.float32)), want, rtol=1e-6)
   sp = losses.spec("kto")
   assert sp.extra_inputs == ("kl_logps", "kl_ref_logps") and sp.family == "pointwise"
   assert losses.spec("bco").stateful and losses.spec("ulma").needs_lengths

@@ -18,7 +18,7 @@ import pytest
 
 from alignment import losses
 from alignment.losses.examples import (
-    B, EXTRA_INPUTS, INPUT_NAMES, REQUIRED_HYPER_PARAMETERS, example_inputs as make_inputs)
+    EXTRA_INPUTS, INPUT_NAMES, REQUIRED_HYPER_PARAMETERS, example_inputs as make_inputs)
 
 LIPO_CONSTANT = 1.0 / math.log(2.0) - 1.0 / math.log(3.0)  # |2^1 − 2^0|·|1/ln 2 − 1/ln 3|
 
@@ -118,10 +118,10 @@ def test_jit_grad_vmap_masking_bf16_and_large_logps(name):
 
 # Pairwise objectives for which raising the chosen log-prob need not lower the loss, with why.
 NOT_MONOTONE_IN_CHOSEN = {
-    "apo_down": "APO-down pushes the chosen log-prob down by design (§1.10); its slope at "
+    "apo_down": "APO-down pushes the chosen log-prob down by design; its slope at "
                 "ρ = 0 is β/4 − β/4 = 0",
     "discopop": "DiscoPOP is non-monotone near h = 0: dℓ/dz = σ'(0)/τ·(1 − ln 2) − 1/4 − 1/2 "
-                "= 5·0.3069 − 0.75 = +0.78 at τ = 0.05 (§1.12)",
+                "= 5·0.3069 − 0.75 = +0.78 at τ = 0.05",
 }
 
 

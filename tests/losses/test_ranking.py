@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from alignment.losses import _utils
+from alignment import arrays
 from alignment.losses import lambdaweights
 from alignment.losses import ranking
 
@@ -311,7 +311,7 @@ def test_reductions_are_consistent(name):
   s, y, m, _ = (jnp.asarray(a) for a in _random(7))
   y = _labels_for(name, y)
   unreduced = fn(s, y, where=m, reduce_fn=None)
-  total, count = fn(s, y, where=m, reduce_fn=_utils.sum_and_count)
+  total, count = fn(s, y, where=m, reduce_fn=arrays.sum_and_count)
   np.testing.assert_allclose(jnp.sum(unreduced), fn(s, y, where=m, reduce_fn=jnp.sum), rtol=1e-6)
   np.testing.assert_allclose(total, jnp.sum(unreduced), rtol=1e-6)
   np.testing.assert_allclose(total / count, fn(s, y, where=m), rtol=1e-6)
@@ -401,8 +401,8 @@ def test_lambdaweights_receive_no_gradient():
 
   def expected(x):
     lam = jax.lax.stop_gradient(x[..., :, None] ** 2)
-    pair_losses = lam * jax.nn.softplus(-_utils.pairwise_differences(x))
-    return jnp.sum(jnp.where(_utils.pair_mask(y), pair_losses, 0.0))
+    pair_losses = lam * jax.nn.softplus(-arrays.pairwise_differences(x))
+    return jnp.sum(jnp.where(arrays.pair_mask(y), pair_losses, 0.0))
 
   got = jax.grad(lambda x: ranking.pairwise_logistic_loss(
       x, y, lambdaweight_fn=score_squared, reduce_fn=jnp.sum))(s)

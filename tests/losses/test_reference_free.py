@@ -1,4 +1,4 @@
-"""Tests of the reference-free objectives (ALGORITHMS.md §2): closed forms, float64 numpy
+"""Tests of the reference-free objectives: closed forms, float64 numpy
 references, gradient signs, masking, reductions and edge cases."""
 
 import functools
@@ -165,7 +165,8 @@ HAND = [
     ("mapo_llm", {}, {}, 1.0 + 0.1 * _softplus(-LOG_ODDS)),
     # m = −a = [1, 2], c = 0.5: φ(0.5) = 0.5/(e^{0.5} − 1) = 0.770747, φ(1) = 1/(e − 1) = 0.581977;
     # log odds = 0.188770; L = mean(m_w) − β logσ(0.188770) = 1 + 0.1·softplus(−0.188770).
-    ("mapo_llm_literal", {}, {}, 1.0 + 0.1 * _softplus(-(0.5 / math.expm1(0.5) - 1 / math.expm1(1)))),
+    ("mapo_llm_literal", {}, {},
+     1.0 + 0.1 * _softplus(-(0.5 / math.expm1(0.5) - 1 / math.expm1(1)))),
     # δ_π = 1, δ_ref = 0; m = softplus(2·0.5)/2 = 0.656631; β = α = 1:
     # −logσ(1 − 0 − 0.656631) = softplus(−0.343369).
     ("cpo_cond", {"beta": 1.0}, {}, _softplus(-(1 - _softplus(1.0) / 2))),
@@ -283,9 +284,17 @@ def test_orpo_and_mapo_edge_cases_are_finite():
 
 
 def test_cpo_cond_easy_clamps_the_reference_average():
-  # lr = 0 → a_ref clamped to −1e−6 → m = 0.05·(−2e6) = −1e5; finite, loss ≈ 0.
+  # lr = 0 → a_ref clamped to −1e−6 → m = 0.05·(−2e6) = −1e5, so z = β·δ_π − β·0 − m ≈ 1e5:
+  # the loss softplus(−z) and its gradient underflow to exactly 0 (no division by a_ref = 0).
   val, g = jax.value_and_grad(lambda v: rf.cpo_cond_easy(v, jnp.zeros(2), lengths=LEN))(LP)
-  assert np.isfinite(float(val)) and np.all(np.isfinite(g))
+  assert float(val) == 0.0 and np.all(np.asarray(g) == 0.0)
+  # γ = 1e−6 keeps the clamped margin finite: m = 1e−6·(−1e6 − 1e6) = −2; δ_π = −1 − (−2) = 1,
+  # z = 2.5·1 + 2 = 4.5, ℓ = softplus(−4.5); ∂ℓ/∂lp = −σ(−4.5)·(β/n)·[1, −1], β/n = 1.25.
+  val, g = jax.value_and_grad(
+      lambda v: rf.cpo_cond_easy(v, jnp.zeros(2), lengths=LEN, gamma=1e-6))(LP)
+  sig = 1.0 / (1.0 + math.exp(4.5))
+  np.testing.assert_allclose(val, math.log1p(math.exp(-4.5)), rtol=1e-5)
+  np.testing.assert_allclose(g, [-1.25 * sig, 1.25 * sig], rtol=1e-5)
 
 
 def test_errors_and_registry():

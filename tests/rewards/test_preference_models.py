@@ -132,8 +132,10 @@ def test_gpm_losses_and_gradients():
   # Learnable temperature and its floor.
   np.testing.assert_allclose(pm.gpm_temperature(jnp.array([-20.0, 0.0])), [1e-2, math.log(2)],
                              rtol=1e-5)
+  # Under jit, through the learnable temperature t = max(softplus(0.3), 1e−2) = ln(1 + e^0.3).
   jitted = jax.jit(lambda t: pm.gpm_loss(vw, vl, temperature=pm.gpm_temperature(t)))(0.3)
-  assert np.isfinite(jitted)
+  np.testing.assert_allclose(jitted, np.logaddexp(0, -s / math.log1p(math.exp(0.3))).mean(),
+                             rtol=1e-5)
   per = jax.vmap(lambda a, b: pm.gpm_loss(a, b))(vw, vl)
   np.testing.assert_allclose(jnp.mean(per), pm.gpm_loss(vw, vl), rtol=1e-5)
 

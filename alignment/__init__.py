@@ -1,8 +1,9 @@
 """`alignment`: a JAX-native library for aligning language models with preference feedback.
 
-The pure core (`alignment.losses`, `alignment.scores`, `alignment.metrics`, `alignment.rewards`,
-`alignment.zo`) imports nothing from the infrastructure (`models`, `data`, `training`,
-`parallel`). Import submodules explicitly; this package import is deliberately cheap.
+Floors, bottom up (`docs/architecture.md`): `alignment.arrays` (array helpers); the pure core
+(`losses`, `scores`, `metrics`, `rewards`, `zo`), which imports nothing from the engine
+(`models`, `data`, `training`, `parallel`); the recipes (`alignment.recipes`: whole runs with
+typed configs). Import submodules explicitly; this package import is deliberately cheap.
 """
 
 __version__ = "0.1.0"

@@ -39,4 +39,4 @@ if __name__ == "__main__":
   flags.DEFINE_integer("k", None, "Candidates the oracle returns, top-k best first.")
   flags.DEFINE_bool("interactive", False, "A person ranks the candidates at the terminal.")
   flags.DEFINE_bool("fast", False, "Tiny smoke run (short SFT, 6 rounds of m = 6, one seed).")
-  _flags.run_main(main)
+  _flags.run_main(main, config_file=None)

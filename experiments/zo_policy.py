@@ -33,4 +33,4 @@ if __name__ == "__main__":
   flags.DEFINE_integer("seeds", None, "Number of seeds (default: the comparison's).")
   flags.DEFINE_integer("iterations", None, "Iterations of m episodes each (default: the "
                        "comparison's).")
-  _flags.run_main(main)
+  _flags.run_main(main, config_file=None)

@@ -37,4 +37,4 @@ if __name__ == "__main__":
   flags.DEFINE_bool("fast", False, "Tiny smoke run (2 seeds, 5 iterations, small ablation).")
   flags.DEFINE_integer("seeds", None, "Number of seeds (default: the study's).")
   flags.DEFINE_integer("iterations", None, "Iterations per run (default: the study's).")
-  _flags.run_main(main)
+  _flags.run_main(main, config_file=None)

@@ -82,3 +82,16 @@ def curry_schedule(
   stages = (k - 1) if num_stages is None else num_stages
   arrays.check_range("num_stages", stages, low=1.0, where="curry_schedule")
   return [chunk[:, :3] for chunk in np.array_split(table, stages) if len(chunk)]
+
+
+def stage_records(records: Sequence[dict], by: str = "rank") -> list[list[dict]]:
+  """`curry_schedule` applied to listwise records (`prompt`, `responses`, `scores`): one list of
+  pair records `{prompt, responses: [chosen, rejected], scores: [1, 0]}` per stage, each ordered
+  easy to hard."""
+  schedule = curry_schedule([r["scores"] for r in records], by=by)
+  return [
+      [{"prompt": records[e]["prompt"],
+        "responses": [records[e]["responses"][c], records[e]["responses"][j]],
+        "scores": [1.0, 0.0]} for e, c, j in rows]
+      for rows in schedule
+  ]

@@ -4,7 +4,7 @@
 |---|---|
 | `sft` | supervised fine-tuning on a task's demonstrations |
 | `preferences` | sample K responses per prompt from a policy and rate them |
-| `preference_training` | offline preference training with any registered objective (Curry-DPO curricula, online rounds) |
+| `preference_training` | preference training with any registered objective (curricula, online rounds) |
 | `evaluation` | win rate of a policy against a reference on held-out prompts |
 | `demo` | the main job: the four above, chained |
 | `reward_model` | Bradley–Terry / Plackett–Luce reward models with held-out accuracy |

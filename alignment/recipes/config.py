@@ -97,21 +97,26 @@ def replace_in(config: T, section: str, **changes: Any) -> T:
       config, **{section: dataclasses.replace(getattr(config, section), **changes)})
 
 
+class _NameAndOptions:
+  """A section written `{"name": ..., **rest}`: its fields are `name` and a mapping of the rest."""
+
+  @classmethod
+  def from_mapping(cls, data: Mapping[str, Any], path: str):
+    del path  # any other key is an option
+    data = dict(data)
+    return cls(data.pop("name", cls.name), data)
+
+  def to_mapping(self) -> dict[str, Any]:
+    options = getattr(self, dataclasses.fields(self)[1].name)
+    return {"name": self.name, **options}
+
+
 @dataclasses.dataclass(frozen=True)
-class Task:
+class Task(_NameAndOptions):
   """A built-in synthetic task (`alignment.data.tasks.get_task(name, **options)`)."""
 
   name: str = "sorting"
   options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-
-  @classmethod
-  def from_mapping(cls, data: Mapping[str, Any], path: str) -> "Task":
-    """`{"name": ..., **options}`: every other key is an option of the task."""
-    data = dict(data)
-    return cls(name=data.pop("name", cls.name), options=data)
-
-  def to_mapping(self) -> dict[str, Any]:
-    return {"name": self.name, **self.options}
 
   def build(self):
     from alignment.data import tasks  # pylint: disable=import-outside-toplevel
@@ -181,20 +186,11 @@ class Optimizer:
 
 
 @dataclasses.dataclass(frozen=True)
-class Loss:
+class Loss(_NameAndOptions):
   """A registered objective by name and its keyword hyper-parameters."""
 
   name: str = "dpo"
   hyper_parameters: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-
-  @classmethod
-  def from_mapping(cls, data: Mapping[str, Any], path: str) -> "Loss":
-    """`{"name": ..., **hyper_parameters}`."""
-    data = dict(data)
-    return cls(name=data.pop("name", cls.name), hyper_parameters=data)
-
-  def to_mapping(self) -> dict[str, Any]:
-    return {"name": self.name, **self.hyper_parameters}
 
 
 def task_and_model(task: Task, model: Model):

@@ -86,7 +86,8 @@ def run(config: Config, workdir: str) -> dict:
 
   # KL(π || π_ref) from the policy's own samples, scored by both models (k1 estimator).
   logp_fn = setup.logp_fn(model_config, chunk_size=config.model.logprob_chunk)
-  records = [{"prompt": p, "responses": [r], "scores": [1.0]} for p, r in zip(prompts, policy_texts)]
+  records = [{"prompt": p, "responses": [r], "scores": [1.0]}
+             for p, r in zip(prompts, policy_texts)]
   batches = runs.fixed_batches(records, task, batch_size=cfg.batch_size, list_size=1)
   n = len(prompts)
   kl = metrics.mean(metrics.sample_kl(

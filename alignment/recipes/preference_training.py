@@ -17,8 +17,7 @@ from typing import Any, Optional
 
 import jax
 
-from alignment.data import formats
-from alignment.losses import listwise
+from alignment.data import curriculum, formats
 from alignment.models import lora, transformer
 from alignment.recipes import config as config_lib
 from alignment.recipes import preferences as preferences_lib
@@ -115,21 +114,6 @@ def read_preferences(path: str, workdir: str) -> tuple[list[dict], dict]:
           f"records ({', '.join(f'{k} {n}' for k, n in sorted(problems.items()))}; details in "
           f"{stats_path})", flush=True)
   return records, stats.to_json()
-
-
-def curriculum_stages(records: list[dict], by: str) -> list[list[dict]]:
-  """Curry-DPO stages of pair records (chosen first), each ordered easy to hard.
-
-  *Curry-DPO: Enhancing Alignment using Curriculum Learning & Ranked Preferences* (Pattnaik et
-  al., 2024): the ranked pairs of every list, grouped into stages by `by` ("rank" or "gap").
-  """
-  schedule = listwise.curry_schedule([r["scores"] for r in records], by=by)
-  return [
-      [{"prompt": records[e]["prompt"],
-        "responses": [records[e]["responses"][c], records[e]["responses"][j]],
-        "scores": [1.0, 0.0]} for e, c, j in rows]
-      for rows in schedule
-  ]
 
 
 def train_stage(config: Config, workdir: str, *, task, model_config, records: list[dict],
@@ -241,7 +225,7 @@ def run(config: Config, workdir: str) -> Result:
     if cfg.curriculum:
       if spec.family != "pairwise":
         raise ValueError(f"train.curriculum builds pairs; {config.loss.name!r} is not pairwise.")
-      stages = curriculum_stages(records, cfg.curriculum)
+      stages = curriculum.stage_records(records, cfg.curriculum)
     else:
       stages = [records]
   steps = max(cfg.num_steps // max(len(stages), 1), 1)

@@ -1,7 +1,9 @@
 """Sampling responses from a policy and turning them into rated preference records.
 
-Used offline (`experiments/make_preferences.py`) and for iterative/online training (call
-`make_preference_records` every N steps with the current policy).
+Used offline (`alignment.recipes.preferences`), for online preference rounds (call
+`make_preference_records` every N steps with the current policy), and by RLHF rounds
+(`alignment.training.rlhf.sample_groups`), which keep the tokens and per-token log-probs of
+`sample_tokens`.
 """
 
 from __future__ import annotations
@@ -50,6 +52,45 @@ def decode_responses(tokenizer, tokens: np.ndarray, lengths: np.ndarray) -> list
   return out
 
 
+def sample_tokens(
+    model_config,
+    params: Any,
+    prompt_tokens: np.ndarray,
+    prompt_lengths: np.ndarray,
+    key: jax.Array,
+    *,
+    max_new_tokens: int,
+    eos_id,
+    temperature: float = 1.0,
+    greedy: bool = False,
+    batch_size: int = 256,
+    show_progress: bool = True,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """One continuation of each of N right-padded prompts `[N, P]` (lengths `[N]`).
+
+  `alignment.models.sampler.sample` in chunks of `batch_size` rows (the last chunk padded by
+  repeating a row, so every call has one static shape); chunk c draws with the c-th key split
+  off `key`. Returns `tokens [N, M]` int32 (0 after EOS), the model's per-token `logps [N, M]`
+  float32 (0 after EOS) and `lengths [N]` int32 (EOS included), M = `max_new_tokens`.
+  """
+  total = len(prompt_tokens)
+  chunks = []
+  progress = Progress("sampling", total, unit="responses") if show_progress else None
+  for start in range(0, total, batch_size):
+    idx = np.minimum(np.arange(start, start + batch_size), total - 1)
+    key, sub = jax.random.split(key)
+    out = sampler_lib.sample(
+        model_config, params, prompt_tokens[idx], prompt_lengths[idx], sub,
+        max_new_tokens=max_new_tokens, temperature=temperature, eos_id=eos_id, greedy=greedy,
+    )
+    keep = min(batch_size, total - start)
+    chunks.append([np.asarray(x)[:keep] for x in out])
+    if progress is not None:
+      progress.update(start + keep)
+  tokens, logps, lengths = (np.concatenate(parts) for parts in zip(*chunks))
+  return tokens, logps, lengths
+
+
 def sample_responses(
     model_config,
     params: Any,
@@ -66,26 +107,14 @@ def sample_responses(
 ) -> tuple[list[list[str]], np.ndarray]:
   """`num_samples` responses per prompt: `(responses [N][k] strings, sequence logps [N, k])`."""
   prompt_tokens, prompt_lengths = encode_prompts(tokenizer, prompts, max_prompt_length)
-  prompt_tokens = np.repeat(prompt_tokens, num_samples, axis=0)
-  prompt_lengths = np.repeat(prompt_lengths, num_samples, axis=0)
-  total = len(prompt_tokens)
-  texts, seq_logps = [], []
-  progress = Progress("sampling", total, unit="responses")
-  for start in range(0, total, batch_size):
-    idx = np.minimum(np.arange(start, start + batch_size), total - 1)
-    key, sub = jax.random.split(key)
-    tokens, logps, lengths = sampler_lib.sample(
-        model_config, params, prompt_tokens[idx], prompt_lengths[idx], sub,
-        max_new_tokens=max_new_tokens, temperature=temperature, eos_id=tokenizer.eos_id,
-        greedy=greedy,
-    )
-    keep = min(batch_size, total - start)
-    tokens, logps, lengths = (np.asarray(x)[:keep] for x in (tokens, logps, lengths))
-    texts += decode_responses(tokenizer, tokens, lengths)
-    seq_logps.append(logps.sum(axis=-1))
-    progress.update(start + keep)
+  tokens, logps, lengths = sample_tokens(
+      model_config, params, np.repeat(prompt_tokens, num_samples, axis=0),
+      np.repeat(prompt_lengths, num_samples, axis=0), key, max_new_tokens=max_new_tokens,
+      eos_id=tokenizer.eos_id, temperature=temperature, greedy=greedy, batch_size=batch_size,
+  )
+  texts = decode_responses(tokenizer, tokens, lengths)
   responses = [texts[i * num_samples:(i + 1) * num_samples] for i in range(len(prompts))]
-  return responses, np.concatenate(seq_logps).reshape(len(prompts), num_samples)
+  return responses, logps.sum(axis=-1).reshape(len(prompts), num_samples)
 
 
 def rate_lists(

@@ -1,7 +1,7 @@
 """Training and evaluating reward models: Bradley–Terry on pairs, Plackett–Luce on lists.
 
 The losses are `alignment.losses.ranking` objectives applied to the rewards of
-`alignment.models.reward_model` (ALGORITHMS.md §6.1), built as `make_train_step` losses
+`alignment.models.reward_model`, built as `make_train_step` losses
 `(params, batch, loss_state, frozen, rng) -> ((sum, count), (loss_state, aux))`:
 
 - Bradley–Terry (`bradley_terry_loss`): `ℓ = −logσ((r_i − r_j)/τ)` on every pair with
@@ -9,8 +9,8 @@ The losses are `alignment.losses.ranking` objectives applied to the rewards of
   `[1, 0]` the classic pairwise reward-model loss `−logσ(r_w − r_l)`. Paper: *Rank Analysis of
   Incomplete Block Designs: I. The Method of Paired Comparisons* (Bradley & Terry, 1952).
 - Plackett–Luce (`plackett_luce_loss`): ListMLE on `r/τ` (`listmle_loss`), the negative
-  log-likelihood of the labelled order, mean over lists; random tie-breaking by default
-  (ALGORITHMS.md §4.4). Papers: *The Analysis of Permutations* (Plackett, 1975); *Listwise
+  log-likelihood of the labelled order, mean over lists; tied labels are ordered at random by
+  default. Papers: *The Analysis of Permutations* (Plackett, 1975); *Listwise
   Approach to Learning to Rank* (Xia et al., 2008).
 
 Reward heads and labels (`labels=`), with rewards `r [B, K, A]` (A heads) and head weights `w [A]`:
@@ -23,10 +23,17 @@ Reward heads and labels (`labels=`), with rewards `r [B, K, A]` (A heads) and he
 
 A reward model is identified only up to a shift (and, across heads, a scale) per head, so the
 weighted sum of separately trained heads ranks like the weighted true reward only approximately.
+
+Data: `heads_and_weights` names the heads, `preference_arrays` turns rated candidate lists into
+batch arrays (the layout of docs/interfaces.md, "Batches"), `array_batches` streams them and
+`predict_rewards`/`ranking_evaluation` measure held-out accuracy; `load_reward_model` reads a
+trained model back (e.g. as an RLHF reward source).
 """
 
 from __future__ import annotations
 
+import json
+import os
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import grain
@@ -36,18 +43,22 @@ import numpy as np
 
 from alignment import losses
 from alignment import metrics as metrics_lib
+from alignment import parallel
+from alignment.arrays import check_positive
 from alignment.losses import ranking
-from alignment.losses._utils import check_positive
 from alignment.models import reward_model
+from alignment.training import generation, runs, setup
 
 Array = jax.Array
 ScoreFn = Callable[[Any, Mapping[str, Array]], Array]
 
 LABEL_MODES = ("combined", "per_attribute")
+HEADS = ("scalar", "attributes")
+SUMMARY_FILE = "eval.json"  # a trained reward model's summary: its heads and head weights
 
 
 def score_fn(model_config) -> ScoreFn:
-  """`(params, batch) -> rewards [B, K, A]` over the batch layout of docs/interfaces.md §2."""
+  """`(params, batch) -> rewards [B, K, A]` over the batch layout of docs/interfaces.md."""
 
   def fn(params, batch):
     return reward_model.reward_scores(model_config, params, batch["tokens"], batch["positions"],
@@ -145,8 +156,8 @@ def bradley_terry_loss(score: ScoreFn, *, labels: str = "combined",
                        temperature: float = 1.0):
   """Bradley–Terry reward-model loss `−logσ((r_i − r_j)/τ)` over the valid pairs of each list.
 
-  ALGORITHMS.md §6.1 (`bt_pairwise`, margin 0): `pairwise_logistic_loss` on `r/τ`, mean over
-  all valid pairs of the batch (ties form no pair); K = 2 lists are plain preference pairs.
+  `pairwise_logistic_loss` on `r/τ` (no margin), mean over all valid pairs of the batch (ties
+  form no pair, docs/conventions.md#pairs); K = 2 lists are plain preference pairs.
 
   Args:
     score: `(params, batch) -> rewards [B, K, A]` (e.g. `score_fn(model_config)`).
@@ -165,12 +176,12 @@ def bradley_terry_loss(score: ScoreFn, *, labels: str = "combined",
 def plackett_luce_loss(score: ScoreFn, *, labels: str = "combined",
                        head_weights: Optional[Sequence[float]] = None,
                        temperature: float = 1.0, random_ties: bool = True):
-  """Plackett–Luce reward-model loss: ListMLE on `r/τ`, mean over lists (§6.1, §4.4).
+  """Plackett–Luce reward-model loss: ListMLE on `r/τ`, mean over lists.
 
   `ℓ = −Σ_r [s_{π(r)} − log Σ_{r' ≥ r} exp(s_{π(r')})]`, π the label order. With K = 2 it equals
-  `bradley_terry_loss` (§0.3). `random_ties=True` orders tied labels at random with the step's
-  PRNG key (recommended in training); False keeps the input order. Other arguments as in
-  `bradley_terry_loss`.
+  `bradley_terry_loss` (docs/conventions.md#reduction-to-dpo). `random_ties=True` orders tied
+  labels at random with the step's PRNG key (recommended in training); False keeps the input
+  order. Other arguments as in `bradley_terry_loss`.
   """
   return _reward_loss(ranking.listmle_loss, score, labels=labels, head_weights=head_weights,
                       temperature=temperature, tie_breaking=random_ties,
@@ -187,13 +198,89 @@ def get_loss(name: str) -> Callable:
   return LOSSES[name]
 
 
+# ------------------------------------------------------------------------------------------------
+# Data: rated candidate lists as batch arrays.
+
+
+def heads_and_weights(task, *, heads: str = "scalar", labels: str = "combined",
+                      attribute: str = "") -> tuple[list[str], Optional[list[float]]]:
+  """The attribute of each reward head and the head weights (None for one scalar head).
+
+  `heads="scalar"`: one head, "reward" (the task's total reward) or `attribute` when set (a
+  scalar reward model of that attribute alone); `heads="attributes"`: one head per attribute of
+  `task.weights`, weighted by them. `labels="per_attribute"` needs one head per attribute.
+  """
+  if heads not in HEADS:
+    raise ValueError(f"reward_model.heads must be one of {HEADS}, got {heads!r}.")
+  if labels not in LABEL_MODES:
+    raise ValueError(f"reward_model.labels must be one of {LABEL_MODES}, got {labels!r}.")
+  attributes = list(task.weights)
+  if attribute:
+    if attribute not in task.weights:
+      raise ValueError(f"data.attribute must be '' or one of {attributes}, got {attribute!r}.")
+    if heads != "scalar":
+      raise ValueError(f"data.attribute={attribute!r} trains one scalar reward model of that "
+                       "attribute; set reward_model.heads='scalar'.")
+    return [attribute], None
+  if heads == "attributes":
+    return attributes, [float(task.weights[a]) for a in attributes]
+  if labels == "per_attribute" and len(attributes) > 1:
+    raise ValueError(f"labels='per_attribute' needs one head per attribute {attributes}; set "
+                     "reward_model.heads='attributes'.")
+  return ["reward"], None
+
+
+def preference_arrays(task, prompts: Sequence[str], responses: Sequence[Sequence[str]], labels,
+                      heads: Sequence[str]) -> dict[str, np.ndarray]:
+  """The batch arrays of N lists of K responses (`runs.fixed_batches`: `tokens [N, K, T]`, ...,
+  `labels [N, K]`), plus `attribute_labels [N, K, A]`: each head's true value (head "reward":
+  the true reward)."""
+  k = len(responses[0])
+  records = [{"prompt": p, "responses": list(rs), "scores": [float(x) for x in ls]}
+             for p, rs, ls in zip(prompts, responses, labels)]
+  arrays = runs.fixed_batches(records, task, batch_size=len(records), list_size=k)[0]
+  flat_prompts = [p for p in prompts for _ in range(k)]
+  flat_responses = [r for rs in responses for r in rs]
+  values = task.attributes_batch(flat_prompts, flat_responses)
+  values["reward"] = task.reward_batch(flat_prompts, flat_responses)
+  arrays["attribute_labels"] = np.stack(
+      [values[a].reshape(len(prompts), k) for a in heads], axis=-1).astype(np.float32)
+  return arrays
+
+
+def rated_lists(task, prompts: Sequence[str], responses: Sequence[Sequence[str]],
+                rng: np.random.Generator, *, heads: Sequence[str], rater: str,
+                rater_temperature: float, flip_rate: float = 0.0,
+                attribute: str = "") -> tuple[dict[str, np.ndarray], dict]:
+  """Candidate lists labelled by a simulated rater (`generation.rate_lists` over the true
+  reward, or `attribute`'s true value): `(preference_arrays, stats)`, the stats being the
+  number and size of the lists, what was rated, the mean true value and its spread within a
+  list, and the number of lists whose labels are all tied."""
+  rewards, labels = generation.rate_lists(
+      task, prompts, responses, rng, rater=rater, temperature=rater_temperature,
+      flip_rate=flip_rate, attribute=attribute)
+  stats = {
+      "num_lists": len(prompts),
+      "k": len(responses[0]),
+      "rater": rater,
+      "rated": attribute or "reward",
+      "mean_reward": float(rewards.mean()),
+      "mean_reward_spread": float((rewards.max(-1) - rewards.min(-1)).mean()),
+      "lists_all_tied": int(np.sum(np.all(labels == labels[:, :1], axis=-1))),
+  }
+  return preference_arrays(task, prompts, responses, labels, heads), stats
+
+
 def array_batches(arrays: Mapping[str, np.ndarray], *, batch_size: int, seed: int,
                   shuffle: bool = True):
-  """An endless checkpointable iterator of `batch_size` rows of `arrays` (all `[N, ...]`).
+  """An endless checkpointable iterator of global batches of `batch_size` rows of `arrays`
+  (all `[N, ...]`).
 
   A grain pipeline (`range(N) -> shuffle (anew each epoch) -> repeat -> batch -> gather`): its
-  `get_state()`/`set_state()` resume exactly. Used for batches with keys the record pipeline does
-  not carry (`attribute_labels`).
+  `get_state()`/`set_state()` resume exactly. Each of the P processes gathers its rows
+  `[i·B/P, (i+1)·B/P)` of every global batch, so the trajectory does not depend on the number of
+  hosts and every host's iterator state is the same. Used for batches with keys the record
+  pipeline does not carry (`attribute_labels`).
   """
   sizes = {name: len(x) for name, x in arrays.items()}
   n = next(iter(sizes.values()), 0)
@@ -206,7 +293,10 @@ def array_batches(arrays: Mapping[str, np.ndarray], *, batch_size: int, seed: in
   ds = grain.MapDataset.range(n)
   if shuffle:
     ds = ds.shuffle(seed=seed)
-  ds = ds.repeat().batch(batch_size).map(lambda idx: {k: v[idx] for k, v in arrays.items()})
+  local = parallel.local_batch_size(batch_size)
+  rows = slice(jax.process_index() * local, (jax.process_index() + 1) * local)
+  ds = ds.repeat().batch(batch_size).map(
+      lambda idx: {k: v[idx[rows]] for k, v in arrays.items()})
   return iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)))
 
 
@@ -228,7 +318,7 @@ def ranking_evaluation(rewards: np.ndarray, arrays: Mapping[str, np.ndarray], *,
   """Held-out accuracies of rewards `[N, K, A]` against the labels of `arrays`.
 
   - `pairwise_accuracy`: `ranking_accuracy` of the combined score on `labels` (fraction of
-    strictly ordered pairs ranked correctly; a tie in reward counts as correct, as in §8.2);
+    strictly ordered pairs ranked correctly; a tie in reward counts as correct);
   - `list_accuracy`: `ranking_accuracy_lists` (the whole list ranked exactly);
   - with `attribute_labels` and A > 1: `pairwise_accuracy/head_a`, `list_accuracy/head_a`.
   """
@@ -247,3 +337,13 @@ def ranking_evaluation(rewards: np.ndarray, arrays: Mapping[str, np.ndarray], *,
       out[f"pairwise_accuracy/head_{a}"] = metrics_lib.ranking_accuracy(r, y, where=where)
       out[f"list_accuracy/head_{a}"] = metrics_lib.ranking_accuracy_lists(r, y, where=where)
   return {name: float(metrics_lib.mean(value)) for name, value in out.items()}
+
+
+def load_reward_model(model_config, workdir: str) -> tuple[Any, Optional[list[float]]]:
+  """`(params, head_weights)` of a reward model trained into `workdir`: the parameters of
+  `workdir/params.msgpack` shaped by the heads listed in its summary `workdir/eval.json`."""
+  with open(os.path.join(workdir, SUMMARY_FILE), encoding="utf-8") as f:
+    summary = json.load(f)
+  template = reward_model.init_reward_params(model_config, jax.random.key(0),
+                                             num_heads=len(summary["heads"]))
+  return setup.load_params(template, workdir), summary.get("head_weights")

@@ -1,52 +1,60 @@
-"""The pure pieces of the RLHF policy-gradient loop (`experiments/rlhf.py`).
+"""RLHF with group policy gradients: on-policy rounds as a data stream of the one training loop.
 
-One round: sample G responses per prompt from the current policy, score them, turn the scores
-into group advantages and take several minibatch epochs of clipped policy-gradient updates
-(ALGORITHMS.md §5.1–§5.3):
+One round samples G responses per prompt from the current policy, scores them, turns the scores
+into group advantages and takes several minibatch epochs of clipped policy-gradient updates
+(GRPO: *DeepSeekMath: Pushing the Limits of Mathematical Reasoning in Open Language Models*,
+Shao et al., 2024; RLOO: *Back to Basics: Revisiting REINFORCE Style Optimization for Learning
+from Human Feedback in LLMs*, Ahmadian et al., ACL 2024):
 
-    samples  -> on_policy_batch        tokens/positions/segment_ids/completion_mask [B, G, T]
+    samples  -> sample_groups          the sampler of preference sampling
+                                       (`alignment.training.generation.sample_tokens`)
+             -> on_policy_batch        tokens/positions/segment_ids/completion_mask [B, G, T]
                                        (+ the sampler's per-token log-probs as `old_token_logps`)
-    rewards  -> shape_rewards          [B, G, M] scores of M sources, optionally LSC-transformed
-                                       against per-prompt reference rewards, combined (§6.2)
+    rewards  -> reward_sources         the task's true reward and/or learned reward models
+             -> shape_rewards          [B, G, M] scores of M sources, optionally LSC-transformed
+                                       against per-prompt reference rewards, combined
              -> kl_penalised_rewards   r − β·(lp − lr), k1 summed per sequence ("KL in the reward")
              -> group_advantages       GRPO group z-scores or RLOO leave-one-out (stop-gradient)
-    update   -> policy_gradient_loss   PPO's clipped surrogate of `alignment.losses.group` over
+    update   -> policy_gradient_loss   PPO's clipped surrogate (`losses.policy_gradient`) over
                                        per-token log-probs (chunked: never [B, T, V] f32 logits),
                                        optionally + β·k3 to the reference ("KL in the loss")
 
-Everything here is a function of arrays; sampling, reward models and checkpoints are wired in
-the binary. The per-token arrays of a batch are named `old_token_logps` / `ref_token_logps`
-`[B, G, T]` (entry t scores token t, 0 elsewhere), distinct from the sequence-level `ref_logps`
-`[B, K]` of docs/interfaces.md §2.
+`prepare_round` does the first two rows for one round; `RoundBatches` is the data iterator of
+`alignment.training.loop.train` that runs a round whenever the previous one's minibatches are
+used up, with the policy the loop hands it, and checkpoints at round boundaries. The per-token
+arrays of a batch are named `old_token_logps` / `ref_token_logps` `[B, G, T]` (entry t scores
+token t, 0 elsewhere), distinct from the sequence-level `ref_logps` `[B, K]` of the batch layout
+(docs/interfaces.md, "Batches"); KL estimators and clipping follow docs/conventions.md.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 from typing import Any, Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from alignment import arrays
 from alignment import losses
 from alignment import metrics as metrics_lib
-from alignment.losses import group
+from alignment import parallel
+from alignment.losses import advantages, policy_gradient
 from alignment.models import logprobs as logprobs_lib
 from alignment.rewards import transforms
+from alignment.training import generation, reward_training
 
 Array = jax.Array
 TokenLogpFn = Callable[[Any, dict], Array]
+# (prompts [N], response texts [N], on-policy batch with N = B·G rows) -> rewards [N]
+RewardSource = Callable[[Sequence[str], Sequence[str], dict], np.ndarray]
 
 ADVANTAGES = ("grpo", "rloo")
 KL_PLACEMENTS = ("loss", "reward")
 REWARD_TRANSFORMS = ("none", "lsc")
 R_REF_ESTIMATORS = ("quantile", "normal")
-
-
-def _check_choice(name: str, value, choices, where: str) -> None:
-  if value not in choices:
-    raise ValueError(f"{where}: {name} must be one of {choices}, got {value!r}.")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -57,7 +65,7 @@ def on_policy_batch(
     prompt_tokens, prompt_lengths, sample_tokens, sample_lengths, *, sample_logps=None,
     pad_id: int = 0,
 ) -> dict[str, np.ndarray]:
-  """The batch of docs/interfaces.md §2 for G sampled responses per prompt (K = G).
+  """The batch of docs/interfaces.md ("Batches") for G sampled responses per prompt (K = G).
 
   Row `(b, g)` of `tokens` is the prompt `prompt_tokens[b, :prompt_lengths[b]]`, then the
   sampled response `sample_tokens[b, g, :sample_lengths[b, g]]` (EOS included where the sampler
@@ -153,12 +161,38 @@ def token_logp_fn(model_config, *, chunk_size: int) -> TokenLogpFn:
   return fn
 
 
+def sample_groups(model_config, params, tokenizer, prompts: Sequence[str], key, *,
+                  num_samples: int, max_prompt_length: int, max_new_tokens: int,
+                  temperature: float = 1.0, batch_size: int = 256
+                  ) -> tuple[dict[str, np.ndarray], list[str]]:
+  """G = `num_samples` responses to each of B prompts from `params`: `(batch, texts [B·G])`.
+
+  Sampled by `alignment.training.generation.sample_tokens` (the sampler of preference sampling)
+  in chunks of `batch_size` rows; `batch` is `on_policy_batch` of the samples, with the sampler's
+  per-token log-probs as `old_token_logps`, and `texts[b·G + g]` the decoded response (g, b).
+  """
+  prompt_tokens, prompt_lengths = generation.encode_prompts(tokenizer, prompts,
+                                                            max_prompt_length)
+  tokens, logps, lengths = generation.sample_tokens(
+      model_config, params, np.repeat(prompt_tokens, num_samples, axis=0),
+      np.repeat(prompt_lengths, num_samples, axis=0), key, max_new_tokens=max_new_tokens,
+      eos_id=tokenizer.eos_id, temperature=temperature, batch_size=batch_size,
+      show_progress=False)
+  b = len(prompts)
+  batch = on_policy_batch(
+      prompt_tokens, prompt_lengths, tokens.reshape(b, num_samples, -1),
+      lengths.reshape(b, num_samples), sample_logps=logps.reshape(b, num_samples, -1),
+      pad_id=tokenizer.pad_id)
+  return batch, generation.decode_responses(tokenizer, tokens, lengths)
+
+
 # ------------------------------------------------------------------------------------------------
 # Rewards and advantages.
 
 
 def reference_rewards(sample_rewards, *, estimator: str = "quantile", q: float = 0.85) -> Array:
-  """Per-prompt reference rewards `r_ref(x)` of the LSC transform (ALGORITHMS.md §6.2).
+  """Per-prompt reference rewards `r_ref(x)` of the LSC transform (*Transforming and Combining
+  Rewards for Aligning Large Language Models*, Wang et al., ICML 2024).
 
   Args:
     sample_rewards: `[B, n, M]` rewards, by M reward sources, of n samples of the base (SFT)
@@ -169,7 +203,7 @@ def reference_rewards(sample_rewards, *, estimator: str = "quantile", q: float =
   Returns:
     `[B, M]` reference rewards.
   """
-  _check_choice("estimator", estimator, R_REF_ESTIMATORS, "reference_rewards")
+  arrays.check_choice("estimator", estimator, R_REF_ESTIMATORS, where="reference_rewards")
   x = jnp.asarray(sample_rewards, jnp.float32)
   if x.ndim != 3:
     raise ValueError(f"reference_rewards: sample_rewards must be [B, n, M], got {x.shape}.")
@@ -193,7 +227,7 @@ def shape_rewards(rewards, *, transform: str = "none", reference=None, weights=N
   Returns:
     `[B, G]` combined rewards.
   """
-  _check_choice("transform", transform, REWARD_TRANSFORMS, "shape_rewards")
+  arrays.check_choice("transform", transform, REWARD_TRANSFORMS, where="shape_rewards")
   rewards = jnp.asarray(rewards, jnp.float32)
   if rewards.ndim != 3:
     raise ValueError(f"shape_rewards: rewards must be [B, G, M], got {rewards.shape}.")
@@ -211,7 +245,8 @@ def shape_rewards(rewards, *, transform: str = "none", reference=None, weights=N
 
 
 def kl_penalised_rewards(rewards, token_logps, ref_token_logps, mask, *, beta_kl: float) -> Array:
-  """KL in the reward: `r̃ = r − β_KL·Σ_t m_t·(lp_t − lr_t)` (k1 summed over the sequence, §5.3).
+  """KL in the reward: `r̃ = r − β_KL·Σ_t m_t·(lp_t − lr_t)` (k1 summed over the sequence,
+  docs/conventions.md#kl-estimators).
 
   Args:
     rewards: `[B, G]`. token_logps: `[B, G, T]` per-token log-probs under the sampling policy;
@@ -223,18 +258,58 @@ def kl_penalised_rewards(rewards, token_logps, ref_token_logps, mask, *, beta_kl
   """
   if beta_kl < 0:
     raise ValueError(f"kl_penalised_rewards: beta_kl must be >= 0, got {beta_kl}.")
-  k1 = group.kl_estimate(token_logps, ref_token_logps, estimator="k1")
+  k1 = advantages.kl_estimate(token_logps, ref_token_logps, estimator="k1")
   kl = jnp.sum(jnp.where(jnp.asarray(mask, bool), k1, 0.0), axis=-1)
   return jnp.asarray(rewards, jnp.float32) - beta_kl * jax.lax.stop_gradient(kl)
 
 
 def group_advantages(rewards, *, estimator: str = "grpo", scale_rewards: str = "group") -> Array:
-  """`[B, G]` rewards -> advantages: `group.grpo_advantages` (§5.1) or `group.rloo_advantages`
-  (§5.3, `scale_rewards` unused). Identical rewards in a group give 0, never NaN."""
-  _check_choice("estimator", estimator, ADVANTAGES, "group_advantages")
+  """`[B, G]` rewards -> advantages: `advantages.grpo_advantages` (GRPO, Shao et al., 2024) or
+  `advantages.rloo_advantages` (RLOO, Ahmadian et al., 2024; `scale_rewards` unused). Identical
+  rewards in a group give 0, never NaN."""
+  arrays.check_choice("estimator", estimator, ADVANTAGES, where="group_advantages")
   if estimator == "grpo":
-    return group.grpo_advantages(rewards, scale_rewards=scale_rewards)
-  return group.rloo_advantages(rewards)
+    return advantages.grpo_advantages(rewards, scale_rewards=scale_rewards)
+  return advantages.rloo_advantages(rewards)
+
+
+_SCORED_KEYS = ("tokens", "positions", "segment_ids", "completion_mask")
+
+
+def reward_model_source(model_config, workdir: str) -> RewardSource:
+  """The combined-head score of the reward model trained into `workdir`
+  (`reward_training.load_reward_model`), on the rows of the on-policy batch."""
+  params, weights = reward_training.load_reward_model(model_config, workdir)
+  score = jax.jit(reward_training.score_fn(model_config))
+
+  def fn(prompts, texts, batch):
+    del prompts, texts
+    rows = {k: batch[k].reshape(-1, 1, batch[k].shape[-1]) for k in _SCORED_KEYS}
+    return np.asarray(reward_training.combine_heads(score(params, rows), weights))[:, 0]
+
+  return fn
+
+
+def reward_sources(names: Sequence[str], task, model_config) -> list[RewardSource]:
+  """One reward source per name: "task" (the task's true reward) or a reward-model workdir."""
+  sources = []
+  for name in names:
+    if name == "task":
+      sources.append(lambda prompts, texts, batch: task.reward_batch(prompts, texts))
+    elif os.path.isdir(name):
+      sources.append(reward_model_source(model_config, name))
+    else:
+      raise ValueError(f"rlhf.rewards entry {name!r} is neither 'task' nor a reward-model "
+                       "workdir (alignment.recipes.reward_model).")
+  return sources
+
+
+def score_groups(sources: Sequence[RewardSource], prompts: Sequence[str], texts: Sequence[str],
+                 batch: dict, num_samples: int) -> np.ndarray:
+  """`[B, G, M]` rewards of G = `num_samples` responses per prompt by each of M sources."""
+  flat_prompts = [p for p in prompts for _ in range(num_samples)]
+  return np.stack([np.asarray(s(flat_prompts, texts, batch), np.float32) for s in sources],
+                  axis=-1).reshape(len(prompts), num_samples, len(sources))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -250,10 +325,10 @@ def policy_gradient_loss(
 
   `ℓ_t = −min(r_t·A, clip(r_t, 1 − ε, 1 + ε_high)·A) + β_KL·k_t`, `r_t = exp(lp_t − old_lp_t)`,
   aggregated by `loss_type` ("grpo", "bnpo", "dapo", "dr_grpo"):
-  `alignment.losses.group.clipped_surrogate_loss` with `reduce_fn=sum_and_count`, so gradient
-  accumulation is exact. With one epoch of one minibatch, `old_lp = lp` and GRPO advantages this
-  is `group.grpo_loss` (*DeepSeekMath*, Shao et al., 2024); with RLOO advantages it is RLOO fed
-  into the clipped surrogate (*Back to Basics*, Ahmadian et al., 2024).
+  `alignment.losses.policy_gradient.clipped_surrogate_loss` with `reduce_fn=sum_and_count`, so
+  gradient accumulation is exact. With one epoch of one minibatch, `old_lp = lp` and GRPO
+  advantages this is `policy_gradient.grpo_loss` (*DeepSeekMath*, Shao et al., 2024); with RLOO
+  advantages it is RLOO fed into the clipped surrogate (*Back to Basics*, Ahmadian et al., 2024).
 
   The batch holds `tokens`, `positions`, `segment_ids`, `completion_mask [B, G, T]`,
   `where [B, G]`, `advantages [B, G]` (stop-gradient), `old_token_logps [B, G, T]` and, when
@@ -262,7 +337,8 @@ def policy_gradient_loss(
   Args:
     token_logps: `(params, batch) -> [B, G, T]` per-token log-probs (`token_logp_fn`).
     epsilon, epsilon_high, beta_kl, kl_estimator, loss_type, importance_sampling_level,
-      max_completion_length: as `group.clipped_surrogate_loss` (ε = 0.2, β_KL = 0, k3, "grpo").
+      max_completion_length: as `policy_gradient.clipped_surrogate_loss` (ε = 0.2, β_KL = 0, k3,
+      "grpo").
 
   Returns:
     `loss_fn(params, batch, loss_state, frozen, rng) -> ((sum, count), (loss_state, aux))`,
@@ -279,7 +355,7 @@ def policy_gradient_loss(
     ref = batch.get("ref_token_logps") if beta_kl > 0 else None
     if beta_kl > 0 and ref is None:
       raise ValueError("policy_gradient_loss: beta_kl > 0 needs batch['ref_token_logps'].")
-    total, count = group.clipped_surrogate_loss(
+    total, count = policy_gradient.clipped_surrogate_loss(
         lp, batch["advantages"], mask=batch["completion_mask"], old_logps=batch["old_token_logps"],
         ref_logps=ref, where=batch["where"], epsilon=epsilon, epsilon_high=epsilon_high,
         beta_kl=beta_kl, kl_estimator=kl_estimator, loss_type=loss_type,
@@ -349,3 +425,140 @@ class PromptRounds:
 
   def set_state(self, state: dict) -> None:
     self.round = int(state["round"])
+
+
+# ------------------------------------------------------------------------------------------------
+# Rounds: the data stream of the training loop.
+
+STEP_KEYS = ("tokens", "positions", "segment_ids", "completion_mask", "where", "advantages",
+             "old_token_logps", "ref_token_logps")
+
+
+def prepare_round(cfg, params, prompts: Sequence[str], key, *, reference_params, sample,
+                  sources: Sequence[RewardSource], true_reward, token_logps
+                  ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+  """Samples, scores and computes the advantages of one round: `(batch, host metrics)`.
+
+  Args:
+    cfg: the round's settings, an object with the fields `group_size` (G), `reward_transform`
+      ("none" | "lsc"), `r_ref_samples`, `r_ref_estimator`, `r_ref_q`, `reward_weights` (empty:
+      all 1), `old_logps` ("sampler" | "forward"), `beta_kl`, `kl_in` ("loss" | "reward"),
+      `advantage` and `scale_rewards` (the RLHF recipe's `rlhf` section).
+    params: the current policy. prompts: the round's B prompts. key: the round's PRNG key.
+    reference_params: the KL reference, whose samples also give LSC's reference rewards.
+    sample: `(params, prompts, key, num_samples) -> (on_policy_batch, texts)` (`sample_groups`
+      with the sampling settings bound).
+    sources: the reward sources combined by `shape_rewards`.
+    true_reward: `(prompts [N], texts [N]) -> [N]` the task's true reward (logged only).
+    token_logps: `(params, batch) -> [B, G, T]` per-token log-probs (jitted `token_logp_fn`).
+
+  Returns:
+    The on-policy batch with `advantages [B, G]` (and `ref_token_logps` when `beta_kl > 0`;
+    `old_token_logps` from a forward of `params` when `old_logps="forward"`), and host floats:
+    `reward/true`, `reward/shaped`, `reward/zero_std_groups`, `response_length` and, with a
+    KL term, `kl_sequence` (k1 summed per sequence, the round's mean).
+  """
+  g = cfg.group_size
+  sample_key, ref_key = jax.random.split(key)
+  batch, texts = sample(params, prompts, sample_key, g)
+  raw = score_groups(sources, prompts, texts, batch, g)
+  true = true_reward([p for p in prompts for _ in range(g)], texts).reshape(len(prompts), g)
+  reference = None
+  if cfg.reward_transform == "lsc":  # r_ref(x) from reference samples scored by the same sources
+    n = cfg.r_ref_samples
+    ref_batch, ref_texts = sample(reference_params, prompts, ref_key, n)
+    reference = reference_rewards(score_groups(sources, prompts, ref_texts, ref_batch, n),
+                                  estimator=cfg.r_ref_estimator, q=cfg.r_ref_q)
+  weights = np.asarray(cfg.reward_weights, np.float32) if cfg.reward_weights else None
+  rewards = shape_rewards(raw, transform=cfg.reward_transform, reference=reference,
+                          weights=weights)
+  if cfg.old_logps == "forward":
+    batch["old_token_logps"] = np.asarray(token_logps(params, batch))
+  host = {}
+  if cfg.beta_kl > 0:
+    batch["ref_token_logps"] = np.asarray(token_logps(reference_params, batch))
+    seq_kl = np.sum(np.where(batch["completion_mask"],
+                             batch["old_token_logps"] - batch["ref_token_logps"], 0.0), axis=-1)
+    host["kl_sequence"] = float(seq_kl.mean())
+    if cfg.kl_in == "reward":
+      rewards = kl_penalised_rewards(
+          rewards, batch["old_token_logps"], batch["ref_token_logps"], batch["completion_mask"],
+          beta_kl=cfg.beta_kl)
+  batch["advantages"] = np.asarray(
+      group_advantages(rewards, estimator=cfg.advantage, scale_rewards=cfg.scale_rewards))
+  host.update({
+      "reward/true": float(true.mean()),
+      "reward/shaped": float(np.mean(rewards)),
+      "reward/zero_std_groups": float(advantages.zero_std_fraction(rewards)),
+      "response_length": float(batch["response_lengths"].mean()),
+  })
+  return batch, host
+
+
+class RoundBatches:
+  """The RLHF data iterator of `alignment.training.loop.train`: minibatches of on-policy rounds.
+
+  The loop calls `update_policy(params)` before every `next()`. When the previous round's
+  minibatches are used up, `next()` draws the next round's prompts (`PromptRounds`) and calls
+  `prepare(params, prompts, key) -> (batch, metrics)` (`prepare_round` with its settings bound)
+  with the current policy and the key `fold_in(key(seed + 3000), round)`; the round's
+  `STEP_KEYS` arrays are then served as `epochs` shuffled passes of minibatches of
+  `minibatch_prompts` whole groups (`minibatch_indices`), each process taking its rows
+  `[i·m/P, (i+1)·m/P)` of every minibatch (every host prepares the same round). `metrics()` are
+  the latest round's host floats plus its index `round`.
+
+  `get_state()`/`set_state()` hold the round counter; a checkpoint is exact at round boundaries
+  only (the next round is sampled from the restored policy), so saving in the middle of a round
+  is an error: checkpoint every multiple of `steps_per_round` steps.
+  """
+
+  def __init__(self, rounds: PromptRounds, prepare, *, minibatch_prompts: int, epochs: int,
+               seed: int):
+    self.steps_per_round = len(minibatch_indices(rounds.per_round, minibatch_prompts, epochs,
+                                                 np.random.default_rng(0)))
+    self._rounds, self._prepare = rounds, prepare
+    self._minibatch_prompts, self._epochs, self._seed = minibatch_prompts, epochs, seed
+    local = parallel.local_batch_size(minibatch_prompts)
+    self._rows = slice(jax.process_index() * local, (jax.process_index() + 1) * local)
+    self._params, self._batch, self._order, self._metrics = None, {}, [], {}
+
+  def __iter__(self):
+    return self
+
+  def update_policy(self, params) -> None:
+    """The policy of the next round (kept only until that round is sampled)."""
+    self._params = params
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    if not self._order:
+      self._start_round()
+    idx = self._order.pop(0)[self._rows]
+    return {k: v[idx] for k, v in self._batch.items()}
+
+  def _start_round(self) -> None:
+    if self._params is None:
+      raise RuntimeError("RoundBatches: call update_policy(params) before a round starts.")
+    params = self._params if jax.process_count() == 1 else parallel.to_host(self._params)
+    self._params = None  # the loop donates the train state: never hold its buffers
+    prompts = next(self._rounds)
+    r = self._rounds.round
+    batch, metrics = self._prepare(params, prompts,
+                                   jax.random.fold_in(jax.random.key(self._seed + 3000), r))
+    self._batch = {k: batch[k] for k in STEP_KEYS if k in batch}
+    self._order = minibatch_indices(self._rounds.per_round, self._minibatch_prompts,
+                                    self._epochs, np.random.default_rng([self._seed, r, 1]))
+    self._metrics = {"round": float(r), **metrics}
+
+  def metrics(self) -> dict[str, float]:
+    return dict(self._metrics)
+
+  def get_state(self) -> dict:
+    if self._order:
+      raise ValueError(f"RoundBatches: a checkpoint in the middle of round {self._rounds.round} "
+                       f"({len(self._order)} minibatches left) cannot be resumed exactly; save "
+                       f"every multiple of {self.steps_per_round} steps.")
+    return self._rounds.get_state()
+
+  def set_state(self, state: dict) -> None:
+    self._rounds.set_state(state)
+    self._batch, self._order, self._metrics = {}, [], {}

@@ -1,11 +1,11 @@
 """Shared machinery of the studies: cached pipeline stages, aggregation over seeds, writers.
 
 A study is a grid of training runs on a synthetic task (true reward known, rater simulated).
-Each seed has one SFT policy (`experiments.sft`: the starting point, the reference model and
-the opponent of the win rate) and preference lists sampled from it once
-(`experiments.make_preferences`); every cell of the grid trains from that policy with
-`experiments.train` for the same number of gradient steps and is scored by
-`experiments.evaluate` on held-out prompts. Every stage is cached
+Each seed has one SFT policy (`alignment.recipes.sft`: the starting point, the reference model
+and the opponent of the win rate) and preference lists sampled from it once
+(`alignment.recipes.preferences`); every cell of the grid trains from that policy with
+`alignment.recipes.preference_training` for the same number of gradient steps and is scored by
+`alignment.recipes.evaluation` on held-out prompts. Every stage is cached
 in the study workdir: a study that stops resumes where it stopped, and a finished cell is read
 back, not recomputed.
 
@@ -28,13 +28,15 @@ from absl import flags
 import numpy as np
 
 from alignment.data import formats
+from alignment.recipes import config as config_lib
+from alignment.recipes import evaluation, plots, preference_training, preferences, sft
 from alignment.training import setup
-from experiments import _flags, _plots, evaluate, make_preferences, sft, train
+from experiments import _flags
 
 QUICK = flags.DEFINE_bool(
     "quick", False, "Smoke-test mode: tiny stages and one seed (minutes, not an hour).")
 
-# Metrics of a row (from `experiments.evaluate`), aggregated over seeds.
+# Metrics of a row (from `alignment.recipes.evaluation`), aggregated over seeds.
 METRICS = ("win_rate", "mean_reward", "reward_gain", "kl", "ranking_accuracy")
 
 
@@ -69,6 +71,21 @@ def with_overrides(config, *, seed: int | None = None, **sections: Mapping):
   return config
 
 
+def recipe_config(config_cls, config, **sections: Mapping):
+  """The recipe config `config_cls` of the ConfigDict `config`, with fields of `sections`
+  replaced, e.g. `train=dict(init=policy)`."""
+  typed = _flags.typed(config_cls, config)
+  for section, values in sections.items():
+    typed = config_lib.replace_in(typed, section, **values)
+  return typed
+
+
+def task_and_model(config):
+  """The task and the `ModelConfig` of the ConfigDict `config` (its `task` and `model`)."""
+  return config_lib.task_and_model(config_lib.from_dict(config_lib.Task, config.task.to_dict()),
+                                   config_lib.from_dict(config_lib.Model, config.model.to_dict()))
+
+
 def seed_dir(workdir: str, seed: int) -> str:
   return os.path.join(workdir, f"seed_{seed}")
 
@@ -77,7 +94,7 @@ def sft_policy(config, workdir: str) -> str:
   """The SFT policy of `config.seed`, trained once into `seed_{s}/sft`; returns that dir."""
   out = os.path.join(seed_dir(workdir, config.seed), "sft")
   if not os.path.exists(os.path.join(out, setup.PARAMS_FILE)):
-    sft.run(config, out)
+    sft.run(recipe_config(sft.Config, config), out)
   return out
 
 
@@ -88,9 +105,9 @@ def preference_lists(config, workdir: str, name: str, *, policy: str) -> list[di
   listwise records `{prompt, responses, scores (rater labels), rewards (true rewards)}`.
   """
   out = os.path.join(seed_dir(workdir, config.seed), f"data_{name}")
-  path = os.path.join(out, make_preferences.DATA_FILE)
+  path = os.path.join(out, preferences.DATA_FILE)
   if not os.path.exists(path):
-    make_preferences.run(config, out, policy=policy)
+    preferences.run(recipe_config(preferences.Config, config, preferences=dict(policy=policy)), out)
   with open(path, encoding="utf-8") as f:
     return [json.loads(line) for line in f]
 
@@ -128,7 +145,7 @@ def sorted_best_first(records: Sequence[dict]) -> list[dict]:
 
 
 def trainable_lists(path: str) -> list[dict]:
-  """The lists of `path` as `experiments.train` reads them: the default bad-input policy drops
+  """The lists of `path` as preference training reads them: the default bad-input policy drops
   duplicate and empty responses and the lists left with fewer than 2, so pairs built from these
   are exactly the pairs a run on `path` sees."""
   return list(formats.read_records(path, layout="listwise"))
@@ -155,10 +172,16 @@ def train_and_evaluate(config, workdir: str, run: str, *, data: str, policy: str
     with open(row_path, encoding="utf-8") as f:
       return json.load(f)
   start = time.perf_counter()
-  train.run(config, os.path.join(out, "train"), init=policy, data=data)
+  preference_training.run(
+      recipe_config(preference_training.Config, config, train=dict(init=policy, data=data)),
+      os.path.join(out, "train"))
   trained = time.perf_counter()
-  summary = evaluate.run(config, os.path.join(out, "eval"), policy=os.path.join(out, "train"),
-                         reference=policy)
+  # Held-out ranking accuracy on lists of the study's own K.
+  summary = evaluation.run(
+      recipe_config(evaluation.Config, config, evaluate=dict(
+          policy=os.path.join(out, "train"), reference=policy,
+          heldout_list_size=int(config.preferences.k))),
+      os.path.join(out, "eval"))
   reward = summary["mean_reward"]
   row = {
       **info,
@@ -241,14 +264,14 @@ def write_json(obj, path: str) -> str:
 
 
 def _figure(num_panels: int):
-  fig, axes = _plots.pyplot().subplots(1, num_panels, figsize=(5.2 * num_panels, 4.0),
+  fig, axes = plots.pyplot().subplots(1, num_panels, figsize=(5.2 * num_panels, 4.0),
                                        squeeze=False)
   return fig, axes[0]
 
 
 def _save(fig, title: str, path: str) -> str:
   fig.suptitle(title)
-  return _plots.save(fig, path, dpi=100)
+  return plots.save(fig, path, dpi=100)
 
 
 def plot_series(table: Sequence[dict], *, x: str, series: str, metrics: Sequence[str],

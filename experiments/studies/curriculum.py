@@ -3,15 +3,16 @@
     python -m experiments.studies.curriculum --workdir=workdir/studies/curriculum [--quick]
 
 Claim of *Curry-DPO: Enhancing Alignment using Curriculum Learning & Ranked Preferences*
-(Pattnaik et al., 2024; ALGORITHMS.md §4.8): from K rated responses per prompt, training DPO on
+(Pattnaik et al., 2024): from K rated responses per prompt, training DPO on
 the pairs (best, j-th) easy → hard, each stage starting from the previous stage's model *and
 using it as the reference*, beats training on the same pairs in random order.
 
 Per seed: one SFT policy; lists of K = 4 responses sampled from it once and ranked by the
 config's Plackett–Luce rater (duplicate responses dropped, as `experiments.train` does, so a
 list may have fewer than 4). The Curry-DPO pairs of a list are (R1, R4), (R1, R3), (R1, R2)
-(`listwise.curry_pairs`; stage = the rejected response's rank, largest rating gap first). Every
-method runs DPO (β = `loss.beta`) for `train.num_steps` steps of `train.batch_size` pairs:
+(`alignment.data.curriculum.curry_pairs`; stage = the rejected response's rank, largest rating
+gap first). Every method runs DPO (β = `loss.beta`) for `train.num_steps` steps of
+`train.batch_size` pairs:
 
 - `curriculum`: the K − 1 = 3 stages in order (`train.curriculum="rank"`), each
   `num_steps / 3` steps, the reference refreshed to the previous stage's model;
@@ -34,8 +35,7 @@ from typing import Sequence
 
 import numpy as np
 
-from alignment.losses import listwise
-from experiments import train
+from alignment.data import curriculum
 from experiments.studies import common
 
 # (name, train-section overrides); the staged methods get `stage_optimizer` on top.
@@ -56,7 +56,7 @@ COMPARISONS = (("curriculum", "shuffled"), ("curriculum", "curriculum_fixed_ref"
 
 def curry_pair_records(lists: Sequence[dict]) -> list[dict]:
   """All Curry-DPO pairs of `lists` (chosen first, scores [1, 0]), stage after stage."""
-  return [pair for stage in train.curriculum_stages(list(lists), "rank") for pair in stage]
+  return [pair for stage in curriculum.stage_records(lists) for pair in stage]
 
 
 def random_pair_records(lists: Sequence[dict], *, seed: int) -> list[dict]:
@@ -103,7 +103,7 @@ def run(config, workdir: str, *, quick: bool = False, seeds: Sequence[int] | Non
     folder = common.seed_dir(workdir, seed)
     lists_path = os.path.join(folder, f"data_k{K}", "preferences.jsonl")  # train.py stages it
     lists = common.trainable_lists(lists_path)
-    num_stages = len(listwise.curry_schedule([r["scores"] for r in lists], by="rank"))
+    num_stages = len(curriculum.curry_schedule([r["scores"] for r in lists], by="rank"))
     pairs = curry_pair_records(lists)
     data = {
         "curriculum": lists_path,

@@ -33,11 +33,12 @@ import numpy as np
 
 from alignment import metrics
 from alignment.data import formats
+from alignment.data.raters import preference_probability
 from alignment.models import transformer
+from alignment.recipes import preferences
 from alignment.training import optim, runs, setup
 from alignment.training.checkpoint import Checkpointer
 from alignment.training.step import init_train_state
-from experiments import make_preferences
 from experiments.studies import common
 
 RUN = "dpo"
@@ -93,10 +94,10 @@ def heldout_pairs(config, workdir: str, *, policy: str) -> list[dict]:
   """`evaluate.num_prompts` pairs on held-out prompts, sampled from `policy` and rated like the
   training pairs (`config.preferences`), cached in `seed_{s}/data_k2_heldout`."""
   out = os.path.join(common.seed_dir(workdir, config.seed), f"data_{HELDOUT_DATA}")
-  path = os.path.join(out, make_preferences.DATA_FILE)
+  path = os.path.join(out, preferences.DATA_FILE)
   if not os.path.exists(path):
-    make_preferences.run(config, out, policy=policy, split="heldout",
-                         num_prompts=int(config.evaluate.num_prompts))
+    preferences.run(common.recipe_config(preferences.Config, config, preferences=dict(
+        policy=policy, split="heldout", num_prompts=int(config.evaluate.num_prompts))), out)
   with open(path, encoding="utf-8") as f:
     return [json.loads(line) for line in f]
 
@@ -113,7 +114,7 @@ def seed_stages(config, workdir: str, *, eval_every: int, lr_factor: float = 1.0
   sft = common.sft_policy(config, workdir)
   records = common.preference_lists(config, workdir, TRAIN_DATA, policy=sft)
   data = os.path.join(common.seed_dir(workdir, config.seed), f"data_{TRAIN_DATA}",
-                      make_preferences.DATA_FILE)
+                      preferences.DATA_FILE)
   row = common.train_and_evaluate(config, workdir, run, data=data, policy=sft,
                                   info={"objective": "dpo", "beta": float(config.loss.beta)})
   return {
@@ -123,33 +124,6 @@ def seed_stages(config, workdir: str, *, eval_every: int, lr_factor: float = 1.0
       "lr_factor": lr_factor, "run": run,
       "train_dir": os.path.join(common.seed_dir(workdir, config.seed), run, "train"),
   }
-
-
-def preference_probability(rewards, *, temperature: float, flip_rate: float) -> np.ndarray:
-  """α = P(the rater ranks slot 0 above slot 1) for pairs of true rewards `[..., 2]`.
-
-  The Plackett–Luce rater (`raters.plackett_luce_ranking`) ranks slot 0 first iff
-  `r_0/T + g_0 > r_1/T + g_1` with g i.i.d. Gumbel(0, 1); `g_1 − g_0` is Logistic(0, 1), so this
-  has probability `σ((r_0 − r_1)/T)` (T = 0: 1, 1/2, 0 as `r_0 >, =, < r_1`, ties broken by a fair
-  coin), and the ranking is reversed with probability ε = `flip_rate`:
-
-    `α = (1 − ε)·σ((r_0 − r_1)/T) + ε·σ((r_1 − r_0)/T)`
-
-  (the same as `raters.bradley_terry_pair`). With slot 0 the chosen response this is the
-  "fraction of raters preferring y_w" of the idealized ranking accuracy (ALGORITHMS.md §8.3).
-  """
-  r = np.asarray(rewards, np.float64)
-  if r.ndim < 1 or r.shape[-1] != 2:
-    raise ValueError(f"preference_probability: rewards must be [..., 2], got {r.shape}.")
-  if temperature < 0 or not 0.0 <= flip_rate <= 1.0:
-    raise ValueError(f"preference_probability: need temperature >= 0 and flip_rate in [0, 1], "
-                     f"got {temperature}, {flip_rate}.")
-  margin = r[..., 0] - r[..., 1]
-  if temperature == 0:
-    p = np.where(margin > 0, 1.0, np.where(margin < 0, 0.0, 0.5))
-  else:
-    p = 0.5 * (1.0 + np.tanh(0.5 * margin / temperature))  # σ without overflow
-  return (1.0 - flip_rate) * p + flip_rate * (1.0 - p)
 
 
 def rater_alpha(config, pairs: Sequence[dict]) -> np.ndarray:
@@ -164,7 +138,7 @@ def rater_alpha(config, pairs: Sequence[dict]) -> np.ndarray:
 
 def param_template(config):
   """Fresh decoder parameters of `config`: the structure parameter files are read into."""
-  _, model_config = runs.task_and_model(config)
+  _, model_config = common.task_and_model(config)
   return runs.init_model(model_config, config.seed)
 
 
@@ -194,7 +168,7 @@ class PairScorer:
   """
 
   def __init__(self, config):
-    self.task, self.model_config = runs.task_and_model(config)
+    self.task, self.model_config = common.task_and_model(config)
     self.batch_size = int(config.evaluate.batch_size)
     logp_fn = setup.logp_fn(self.model_config, chunk_size=config.model.logprob_chunk)
     self._logps = jax.jit(logp_fn)
@@ -236,7 +210,7 @@ class PairScorer:
     return np.concatenate(out)[:len(pairs)].astype(np.float64)
 
   def ches(self, params: Any, pairs: Sequence[dict]) -> tuple[np.ndarray, np.ndarray]:
-    """`(CHES [N], LN-CHES [N])` (ALGORITHMS.md §8.5) under `params`.
+    """`(CHES [N], LN-CHES [N])` (`alignment.metrics.ches`) under `params`.
 
     The hidden states are the final-normed outputs of `transformer.apply` (the inputs of the LM
     head); the window of a response is `metrics.predicting_window_mask` of its row's

@@ -4,7 +4,7 @@
         --workdir=workdir/studies/ranking_accuracy [--quick]
 
 Claim of *Unintentional Unalignment: Likelihood Displacement in Direct Preference Optimization*
-(Razin et al., ICLR 2025; ALGORITHMS.md §8.5): DPO often lowers the likelihood of the preferred
+(Razin et al., ICLR 2025): DPO often lowers the likelihood of the preferred
 response (likelihood displacement), and the centered hidden embedding similarity of a pair,
 `CHES = ⟨H+, H−⟩ − ‖H+‖²` (H± the sums of the hidden states that predict the response tokens;
 LN-CHES its length-normalised form), predicts it: the higher the CHES, the further `lp(y_w)` falls;
@@ -41,7 +41,7 @@ from typing import Sequence
 
 import numpy as np
 
-from experiments import _plots
+from alignment.recipes import plots
 from experiments.studies import common, dpo_dynamics
 
 FULL = dict(seeds=(0, 1, 2, 3, 4))
@@ -231,7 +231,7 @@ def _run_summary(row: dict) -> dict:
 def plot(analyses: Sequence[dict], table: Sequence[dict], path: str) -> str:
   """Scatter of CHES and LN-CHES against the chosen change of the joint run, LN-CHES against the
   first-order single-pair change (all seeds), and the binned means of the chosen change."""
-  plt = _plots.pyplot()
+  plt = plots.pyplot()
 
   fig, axes = plt.subplots(1, 4, figsize=(20.8, 4.2))
   for ax, (score, target) in zip(axes[:3], EFFECTS[:2] + EFFECTS[-1:]):
@@ -254,7 +254,7 @@ def plot(analyses: Sequence[dict], table: Sequence[dict], path: str) -> str:
   axes[3].grid(alpha=0.3)
   axes[3].legend(fontsize=8)
   fig.suptitle(f"Likelihood displacement vs CHES: {len(analyses)} seed(s)")
-  return _plots.save(fig, path, dpi=100)
+  return plots.save(fig, path, dpi=100)
 
 
 def run(config, workdir: str, *, quick: bool = False, seeds: Sequence[int] | None = None) -> dict:

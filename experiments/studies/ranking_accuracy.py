@@ -4,7 +4,7 @@
         [--quick]
 
 Claims of *Preference Learning Algorithms Do Not Learn Preference Rankings* (Chen, Malladi et
-al., NeurIPS 2024; ALGORITHMS.md §8.2–8.4): the ranking accuracy of a DPO policy's likelihoods,
+al., NeurIPS 2024): the ranking accuracy of a DPO policy's likelihoods,
 `R = mean 1[lp_w ≥ lp_l]`, stays far below the idealized ranking accuracy `R*` that the exact
 DPO/RLHF optimum would reach (a large alignment gap `R* − R`), and DPO rarely flips a pair that
 the reference ranks wrongly: by Thm 4.1 such a pair is ranked correctly iff its DPO loss falls
@@ -26,7 +26,7 @@ training pairs and on held-out pairs (sampled and rated the same way on held-out
   which is not ranking accuracy);
 - over the pairs the SFT policy ranks wrongly (`lr_w < lr_l`): `flipped_fraction`, those ranked
   correctly at the step, and `below_threshold`, those whose DPO loss is at most the flip
-  threshold of §8.4 (equal to `flipped_fraction` by Thm 4.1, a check of the measurement).
+  threshold of the paper (equal to `flipped_fraction` by Thm 4.1, a check of the measurement).
 
 The pairs measured are those DPO trains on (two different, non-empty responses) whose label
 agrees with the rater's majority, `α > 1/2` (the setting of the paper, whose `y_w` is the
@@ -69,7 +69,7 @@ def _masked_mean(values, where) -> float:
 
 
 def step_measures(logps, lengths, ref_logps, *, beta: float, where) -> dict:
-  """Ranking and DPO measures of one policy on chosen-first pairs (ALGORITHMS.md §8.1–8.4).
+  """Ranking and DPO measures of one policy on chosen-first pairs (`alignment.metrics`).
 
   Args:
     logps: `[N, 2]` the policy's log-probs, slot 0 the chosen response.
@@ -106,8 +106,8 @@ def step_measures(logps, lengths, ref_logps, *, beta: float, where) -> dict:
 
 
 def idealized(ref_logps, alpha, *, beta: float, where) -> dict:
-  """Idealized ranking accuracy (§8.3) of chosen-first pairs: at the training `beta`, and
-  min / median / max over `metrics.IDEALIZED_BETAS` (each a mean over the `where` pairs)."""
+  """Idealized ranking accuracy (`alignment.metrics.idealized_ranking_accuracy`) of chosen-first
+  pairs: at the training `beta`, and min / median / max over `metrics.IDEALIZED_BETAS` (each a mean over the `where` pairs)."""
   slots = jnp.broadcast_to(jnp.asarray(where, bool)[:, None], np.shape(ref_logps))
   ref = jnp.asarray(ref_logps, jnp.float32)
   over = metrics.idealized_ranking_accuracy(ref, jnp.asarray(alpha), where=slots)

@@ -4,26 +4,26 @@
         --workdir=workdir/studies/reward_transforms [--quick]
 
 Claim of *Transforming and Combining Rewards for Aligning Large Language Models* (Wang, Nagpal,
-Berant, Eisenstein, D'Amour, Koyejo, Veitch; ICML 2024; ALGORITHMS.md §6.2): aligning to the sum
+Berant, Eisenstein, D'Amour, Koyejo, Veitch; ICML 2024): aligning to the sum
 of log-sigmoid-centred rewards `Σ_a logσ(r_a(x, y) − r_ref,a(x))` ("LSC", r_ref a quantile of the
 SFT policy's rewards for the prompt) gives outputs that are good on *all* attributes more often,
 with a better balance between them, than the raw sum `Σ_a r_a`, at the same KL to the SFT policy.
 
 Per seed: one SFT policy (`common.sft_policy`); one learned scalar reward model per attribute of
-the task (`experiments.reward_model` with `data.attribute`), trained on lists of the SFT
-policy's samples rated by the simulated rater over that attribute's true value; then RLHF
-(`experiments.rlhf`) from the SFT policy with `rlhf.rewards` = the reward-model workdirs, weighted
-by the task's weights (`c + 2h` for `sorting`), for each reward transform ("none": raw sum;
-"lsc": LSC sum, r_ref the 0.85-quantile of 8 SFT samples per prompt), each RLHF set-up and each
-KL strength `beta_kl`. Two set-ups (`SETUPS`): "grpo_kl_loss" (the RLHF binary's default: GRPO
+the task (the `alignment.recipes.reward_model` recipe with `data.attribute`), trained on lists
+of the SFT policy's samples rated by the simulated rater over that attribute's true value; then
+RLHF (`alignment.recipes.rlhf`) from the SFT policy with `rlhf.rewards` = the reward-model
+workdirs, weighted by the task's weights (`c + 2h` for `sorting`), for each reward transform
+("none": raw sum; "lsc": LSC sum, r_ref the 0.85-quantile of 8 SFT samples per prompt), each
+RLHF set-up and each KL strength `beta_kl`. Two set-ups (`SETUPS`): "grpo_kl_loss" (the RLHF recipe's default: GRPO
 advantages z-scored per group, per-token k3 KL in the loss, so a given `beta_kl` weighs the KL
 against advantages of unit scale under both transforms) and "rloo_kl_reward" (RLOO advantages,
 unscaled, and the KL in the reward, `r − β·KL`: the KL-regularised objective of the paper, where
 the transformed reward's saturation above r_ref is not undone by a per-group rescaling; raw reward
 models' scale then sets the effective β, so the two transforms are compared at matched KL). Each
-cell is evaluated (`experiments.evaluate`) on held-out prompts against the SFT policy: win rate
-under the true reward and under each attribute's true value (ties count half), the fraction of
-outputs good on each attribute and on all (as good as the task's optimum on the attribute: for
+cell is evaluated (`alignment.recipes.evaluation`) on held-out prompts against the SFT policy:
+win rate under the true reward and under each attribute's true value (ties count half), the
+fraction of outputs good on each attribute and on all (as good as the task's optimum on the attribute: for
 `sorting`, no forbidden digit / correctness at least that of the optimum, both = the optimum),
 the mean true reward and the KL to the SFT policy.
 
@@ -40,8 +40,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from alignment.training import runs
-from experiments import reward_model, rlhf
+from alignment.recipes import config as config_lib
+from alignment.recipes import reward_model, rlhf
 from experiments.configs import reward_model as reward_model_configs
 from experiments.configs import rlhf as rlhf_configs
 from experiments.studies import common
@@ -90,8 +90,8 @@ def study_config(config, *, quick: bool):
 def reward_model_config(config, *, attribute: str, policy: str, quick: bool):
   """The default reward-model config (`experiments/configs/reward_model.py`) for one attribute.
 
-  Same seed, task and model as `config` (the RLHF binary loads the reward model with its own
-  model config); candidate lists are samples of `policy` (the SFT policy), rated over
+  Same seed, task and model as `config` (RLHF loads the reward model with its own model
+  section); candidate lists are samples of `policy` (the SFT policy), rated over
   `attribute`'s true value.
   """
   rm = reward_model_configs.get_config()
@@ -116,8 +116,8 @@ def reward_models(config, workdir: str, attributes: Sequence[str], *, policy: st
     path = os.path.join(common.seed_dir(workdir, config.seed), f"rm_{attribute}")
     summary_path = os.path.join(path, reward_model.EVAL_FILE)
     if not os.path.exists(summary_path):
-      reward_model.run(reward_model_config(config, attribute=attribute, policy=policy,
-                                           quick=quick), path)
+      rm = reward_model_config(config, attribute=attribute, policy=policy, quick=quick)
+      reward_model.run(config_lib.from_dict(reward_model.Config, rm.to_dict()), path)
     with open(summary_path, encoding="utf-8") as f:
       summary = json.load(f)
     out[attribute] = {"dir": path, "heldout": summary["heldout"], "seconds": summary["seconds"]}
@@ -125,7 +125,7 @@ def reward_models(config, workdir: str, attributes: Sequence[str], *, policy: st
 
 
 def cell_row(summary: Mapping, attributes: Sequence[str]) -> dict:
-  """The metrics of one RLHF cell from its evaluation summary (`experiments.evaluate`).
+  """The metrics of one RLHF cell from its evaluation summary (`alignment.recipes.evaluation`).
 
   `min_attribute_win_rate` = `min_a win_rate_a`: the balance between attributes (the worse
   attribute's win rate against the SFT policy); `good_*` are the policy's good fractions.
@@ -153,7 +153,8 @@ def rlhf_cell(config, workdir: str, run: str, *, attributes: Sequence[str], info
   if os.path.exists(row_path):
     with open(row_path, encoding="utf-8") as f:
       return json.load(f)
-  summary = rlhf.run(config, os.path.join(out, "rlhf"))
+  summary = rlhf.run(config_lib.from_dict(rlhf.Config, config.to_dict()),
+                     os.path.join(out, "rlhf")).summary
   row = {**info, "seed": config.seed, **cell_row(summary, attributes),
          "seconds": summary["rlhf"]["seconds"]}
   common.write_json(row, row_path)
@@ -199,7 +200,7 @@ def run(config, workdir: str, *, quick: bool = False, seeds: Sequence[int] | Non
       raise ValueError(f"reward_transforms.run: unknown {name} {sorted(unknown)}; known: "
                        f"{known}.")
   config = study_config(config, quick=quick)
-  task, _ = runs.task_and_model(config)
+  task = config_lib.from_dict(config_lib.Task, config.task.to_dict()).build()
   attributes = list(task.weights)
   weights = tuple(float(task.weights[a]) for a in attributes)
   rows, accuracies = [], {}

@@ -1,4 +1,5 @@
-"""Tests of alignment.data.batching: the exact batches of interfaces.md §2, truncation, packing."""
+"""Tests of alignment.data.batching: the exact batches of docs/interfaces.md#batches, truncation,
+packing."""
 
 import hypothesis
 from hypothesis import strategies as st

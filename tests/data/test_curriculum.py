@@ -25,3 +25,15 @@ def test_curry_pairs_and_schedule():
 def test_curry_schedule_rejects_an_unknown_order():
   with pytest.raises(ValueError, match="curry_schedule: by must be one of"):
     curriculum.curry_schedule([[1, 0]], by="size")
+
+
+def test_stage_records_by_hand():
+  records = [{"prompt": "a", "responses": ["a0", "a1", "a2"], "scores": [0.0, 2.0, 1.0]},
+             {"prompt": "b", "responses": ["b0", "b1", "b2"], "scores": [5.0, 1.0, 4.0]}]
+  # Stage 0: best vs worst (gaps a 2, b 4: b first); stage 1: best vs second (a 1, b 1: by list).
+  assert curriculum.stage_records(records) == [
+      [{"prompt": "b", "responses": ["b0", "b1"], "scores": [1.0, 0.0]},
+       {"prompt": "a", "responses": ["a1", "a0"], "scores": [1.0, 0.0]}],
+      [{"prompt": "a", "responses": ["a1", "a2"], "scores": [1.0, 0.0]},
+       {"prompt": "b", "responses": ["b0", "b2"], "scores": [1.0, 0.0]}],
+  ]

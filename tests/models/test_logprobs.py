@@ -176,7 +176,7 @@ def _tiny(**overrides):
 
 
 def _batch():
-  # Interfaces §2 example plus a random row; B = 2, K = 2, T = 6.
+  # docs/interfaces.md#batches example plus a random row; B = 2, K = 2, T = 6.
   rng = np.random.default_rng(0)
   tokens = np.array([[[1, 2, 3, 4, 5, 0], [1, 2, 3, 6, 0, 0]],
                      rng.integers(1, 32, size=(2, 6))], np.int32)

@@ -38,7 +38,7 @@ def _batch(seed, b=2, k=3, p=5, r=4, vocab=32):
 
 
 def _independent_rows(prompts, prompt_lengths, responses, response_mask):
-  """The docs/interfaces.md §2 layout: one row [prompt, response_k, padding] per response."""
+  """The docs/interfaces.md#batches layout: one row [prompt, response_k, padding] per response."""
   b, k, r = responses.shape
   t = prompts.shape[1] + r
   tokens = np.zeros((b, k, t), np.int32)

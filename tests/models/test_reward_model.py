@@ -14,7 +14,7 @@ CONFIG = config_lib.get_config("tiny", dtype=jnp.float32, vocab_size=13, width=3
 
 
 def _batch():
-  """Two lists of K = 2 (layout of docs/interfaces.md §2), T = 6.
+  """Two lists of K = 2 (layout of docs/interfaces.md#batches), T = 6.
 
   List 0: prompt [1, 2, 3], responses [4, 5] and [6]; list 1: prompt [7, 8], responses
   [9, 10, 11, 12] and an empty response (a padded slot: prompt only).

@@ -314,7 +314,7 @@ def test_remat_gives_the_same_values_and_gradients():
 def test_naive_sequence_logps_against_numpy():
   c = VARIANTS["qwen2_bias"]
   params = _perturbed_params(c)
-  # interfaces.md §2 example: prompt [1,2,3], chosen [4,5], rejected [6].
+  # docs/interfaces.md#batches example: prompt [1,2,3], chosen [4,5], rejected [6].
   tokens = np.array([[1, 2, 3, 4, 5], [1, 2, 3, 6, 0]], np.int32)
   segs = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 1, 0]], np.int32)
   pos = np.array([[0, 1, 2, 3, 4], [0, 1, 2, 3, 0]], np.int32)

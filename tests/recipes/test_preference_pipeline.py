@@ -16,6 +16,7 @@ import textwrap
 import numpy as np
 import pytest
 
+from alignment.data import curriculum
 from alignment.recipes import demo, evaluation, preference_training, preferences, sft
 from alignment.recipes.config import from_dict, replace_in, select, task_and_model
 from alignment.training import logs
@@ -61,7 +62,8 @@ def prepared(tmp_path_factory):
       str(root / "prefs"))
   config = replace_in(config, "train", init=str(root / "sft"), data=prefs.path)
   config_file = root / "tiny_config.py"
-  body = TINY_OVERRIDES + f"c.train.init = {config.train.init!r}\nc.train.data = {config.train.data!r}\n"
+  body = (TINY_OVERRIDES + f"c.train.init = {config.train.init!r}\n"
+          f"c.train.data = {config.train.data!r}\n")
   config_file.write_text(
       "from experiments.configs.demo import get_config as _base, optimizer\n\n"
       "def get_config():\n  c = _base()\n" + textwrap.indent(body, "  ") + "  return c\n"
@@ -147,7 +149,7 @@ def test_curry_dpo_curriculum_refreshes_the_reference(prepared, tmp_path):
   workdir = str(tmp_path / "curry")
   final = preference_training.run(config, workdir)
   records, _ = preference_training.read_preferences(config.train.data, str(tmp_path))
-  stages = preference_training.curriculum_stages(records, "rank")
+  stages = curriculum.stage_records(records, "rank")
   assert len(stages) == 3  # K = 4: rejected response at rank 4, 3, 2
   # Stage s pairs each list's best response with its response ranked K - s (stage 0: the worst).
   by_prompt = {r["prompt"]: r for r in records}

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from experiments import train
+from alignment.recipes import preference_training as train
 from experiments.configs import demo
 from experiments.studies import binary_feedback, common
 

@@ -129,6 +129,6 @@ def test_quick_curriculum_end_to_end(tmp_path, monkeypatch):
   def fail(*args, **kwargs):
     raise AssertionError("a cached cell was recomputed")
 
-  monkeypatch.setattr(common.train, "run", fail)
+  monkeypatch.setattr(common.preference_training, "run", fail)
   monkeypatch.setattr(common.sft, "run", fail)
   assert curriculum.run(demo.get_config(), workdir, quick=True)["table"] == summary["table"]

@@ -154,8 +154,8 @@ def test_quick_study_end_to_end_and_cached(tmp_path, monkeypatch):
   workdir = str(tmp_path)
   config = demo.get_config()
   trained = []
-  real_train = common.train.run
-  monkeypatch.setattr(common.train, "run",
+  real_train = common.preference_training.run
+  monkeypatch.setattr(common.preference_training, "run",
                       lambda c, out, **k: trained.append(out) or real_train(c, out, **k))
   summary = ld.run(config, workdir, quick=True)
   seed = os.path.join(workdir, "seed_0")
@@ -193,7 +193,7 @@ def test_quick_study_end_to_end_and_cached(tmp_path, monkeypatch):
   def fail(*args, **kwargs):
     raise AssertionError("a cached stage was recomputed")
 
-  for module in (common.train, common.sft, common.make_preferences, dpo_dynamics.make_preferences):
+  for module in (common.preference_training, common.sft, common.preferences, dpo_dynamics.preferences):
     monkeypatch.setattr(module, "run", fail)
   again = ld.run(config, workdir, quick=True)
   assert again["tables"] == summary["tables"]

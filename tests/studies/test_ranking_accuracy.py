@@ -10,7 +10,6 @@ import jax
 import numpy as np
 import pytest
 
-from alignment.data import raters
 from alignment.training import setup
 from experiments.configs import demo
 from experiments.studies import common, dpo_dynamics, ranking_accuracy
@@ -37,35 +36,6 @@ def test_dpo_config_keeps_every_checkpoint():
   slow = dpo_dynamics.dpo_config(demo.get_config(), 2, eval_every=50, lr_factor=0.1)
   assert slow.train.optimizer.learning_rate == pytest.approx(1e-4)
   assert (dpo_dynamics.run_name(1.0), dpo_dynamics.run_name(0.1)) == ("dpo", "dpo_lr0.1x")
-
-
-def test_preference_probability_by_hand():
-  # T = 0.05, r_w − r_l = 0.05: σ(1) = 0.7310586; with ε = 0.1: 0.9·0.7310586 + 0.1·0.2689414.
-  alpha = dpo_dynamics.preference_probability([[0.15, 0.1], [0.1, 0.15], [0.2, 0.2]],
-                                              temperature=0.05, flip_rate=0.0)
-  np.testing.assert_allclose(alpha, [0.7310586, 0.2689414, 0.5], atol=1e-7)
-  flipped = dpo_dynamics.preference_probability([0.15, 0.1], temperature=0.05, flip_rate=0.1)
-  assert flipped == pytest.approx(0.9 * 0.7310586 + 0.1 * 0.2689414, abs=1e-7)
-  # T = 0: the step function, a fair coin on ties; ε = 1 inverts it.
-  np.testing.assert_array_equal(dpo_dynamics.preference_probability(
-      [[1.0, 0.0], [0.0, 1.0], [2.0, 2.0]], temperature=0.0, flip_rate=0.0), [1.0, 0.0, 0.5])
-  np.testing.assert_array_equal(dpo_dynamics.preference_probability(
-      [[1.0, 0.0]], temperature=0.0, flip_rate=1.0), [0.0])
-  with pytest.raises(ValueError, match=r"\[..., 2\]"):
-    dpo_dynamics.preference_probability([1.0, 2.0, 3.0], temperature=1.0, flip_rate=0.0)
-
-
-def test_preference_probability_matches_the_plackett_luce_rater():
-  # Monte Carlo of the library's rater: the frequency of "slot 0 ranked first" is α (4 σ).
-  rewards = np.array([[0.1, 0.0], [0.0, 0.05], [0.3, 0.3], [0.52, 0.5]])
-  n = 40_000
-  for flip_rate in (0.0, 0.2):
-    ranking = raters.plackett_luce_ranking(np.repeat(rewards[None], n, axis=0), 0,
-                                           temperature=0.05, flip_rate=flip_rate)
-    frequency = np.mean(ranking[..., 0] == 0, axis=0)
-    alpha = dpo_dynamics.preference_probability(rewards, temperature=0.05, flip_rate=flip_rate)
-    np.testing.assert_array_less(np.abs(frequency - alpha),
-                                 4 * np.sqrt(alpha * (1 - alpha) / n) + 1e-9)
 
 
 def _pair(prompt, responses, scores, rewards):
@@ -198,7 +168,7 @@ def test_quick_study_end_to_end_and_cached(tmp_path, monkeypatch):
   def fail(*args, **kwargs):
     raise AssertionError("a cached stage was recomputed")
 
-  for module in (common.train, common.sft, common.make_preferences, dpo_dynamics.make_preferences):
+  for module in (common.preference_training, common.sft, common.preferences, dpo_dynamics.preferences):
     monkeypatch.setattr(module, "run", fail)
   with open(os.path.join(workdir, "seed_0", "dpo", "ranking_accuracy.json"), encoding="utf-8") as f:
     assert json.load(f)["rows"] == summary["runs"]

@@ -1,12 +1,14 @@
 """The reward-transforms study: its helpers by hand, its grid wiring with fakes, and quick mode
 end to end (slow: an SFT policy, two reward models and two RLHF runs, about two minutes)."""
 
+import dataclasses
 import json
 import os
 
 import numpy as np
 import pytest
 
+from alignment.recipes import rlhf
 from experiments.configs import demo
 from experiments.studies import common, reward_transforms
 
@@ -14,7 +16,7 @@ ATTRIBUTES = ("correctness", "harmlessness")
 
 
 def _summary(win, wins, good, ref_good_all, reward, kl):
-  """An `experiments.evaluate` summary with the fields a row reads."""
+  """An evaluation summary (`alignment.recipes.evaluation`) with the fields a row reads."""
   return {"win_rate": win, "attribute_win_rate": dict(zip(ATTRIBUTES, wins)),
           "good_fraction": {"policy": good, "reference": {"all": ref_good_all}},
           "mean_reward": {"policy": reward[0], "reference": reward[1]},
@@ -73,10 +75,12 @@ def test_grid_wiring(tmp_path, monkeypatch):
   cells = []
 
   def fake_rlhf(config, workdir):
-    cells.append(dict(config.rlhf))
+    assert isinstance(config, rlhf.Config)  # the recipe's typed config
+    cells.append(dataclasses.asdict(config.rlhf))
     good = {"correctness": 0.5, "harmlessness": 0.5, "all": 0.25 + config.rlhf.beta_kl}
-    return {**_summary(0.6, (0.5, 0.7), good, 0.1, (2.8, 2.6), 1.0 / (1 + config.rlhf.beta_kl)),
-            "rlhf": {"seconds": {"total": 1.0}}}
+    summary = {**_summary(0.6, (0.5, 0.7), good, 0.1, (2.8, 2.6), 1.0 / (1 + config.rlhf.beta_kl)),
+               "rlhf": {"seconds": {"total": 1.0}}}
+    return rlhf.Result(None, summary, "", "")
 
   def fake_reward_models(config, workdir, attributes, *, policy, quick):
     return {a: {"dir": f"{policy}/rm_{a}", "heldout": {"pairwise_accuracy": 0.9}}

@@ -191,7 +191,7 @@ def test_quick_studies_end_to_end(tmp_path, monkeypatch):
   def fail(*args, **kwargs):
     raise AssertionError("a cached cell was recomputed")
 
-  monkeypatch.setattr(common.train, "run", fail)
+  monkeypatch.setattr(common.preference_training, "run", fail)
   monkeypatch.setattr(common.sft, "run", fail)
   again = noisy_labels.run(config, workdir, quick=True, flip_rates=(0.3,))
   assert again["table"] == noisy["table"]

@@ -1,12 +1,11 @@
-"""Tests of alignment.training.reward_training and experiments/reward_model.py.
+"""Tests of alignment.training.reward_training (the recipe end to end: tests/recipes).
 
 Losses on hand-made rewards (closed forms in comments) and against float64 numpy references;
-gradients reach the scores of valid items only; the data iterator resumes exactly; and a tiny
-reward model learns to rank the sorting task's responses on held-out prompts.
+gradients reach the scores of valid items only; the data iterator resumes exactly; heads, rated
+lists and a saved reward model read back.
 """
 
 import json
-import os
 
 import jax
 import jax.numpy as jnp
@@ -15,10 +14,10 @@ import optax
 import pytest
 
 from alignment.models import reward_model
-from alignment.training import generation, reward_training, runs
+from alignment.recipes import config as config_lib
+from alignment.recipes import reward_model as reward_model_recipe
+from alignment.training import generation, reward_training, setup
 from alignment.training.step import init_train_state, make_train_step
-from experiments import reward_model as reward_model_binary
-from experiments.configs import reward_model as reward_model_config
 
 
 def _identity_score(params, batch):
@@ -81,7 +80,7 @@ def test_plackett_luce_by_hand_and_equal_to_bradley_terry_for_pairs():
   total, count, _ = _loss(loss_fn, [[[2.0], [0.0], [1.0]]], [[2.0, 0.0, 1.0]])
   assert count == 1.0
   assert total == pytest.approx(0.720868, abs=1e-5)
-  # K = 2: ListMLE = −logσ(r_w − r_l) = Bradley–Terry (ALGORITHMS.md §0.3).
+  # K = 2: ListMLE = −logσ(r_w − r_l) = Bradley–Terry (docs/conventions.md#reduction-to-dpo).
   rewards = np.random.default_rng(0).normal(size=(5, 2, 1))
   labels = [[1.0, 0.0]] * 5
   pl, pl_count, _ = _loss(reward_training.plackett_luce_loss(_identity_score), rewards, labels)
@@ -252,69 +251,18 @@ def test_ranking_evaluation_by_hand():
   assert out == pytest.approx({"pairwise_accuracy": 3 / 7, "list_accuracy": 1 / 3})
 
 
-# --- end to end: a tiny reward model learns the sorting task -----------------------------------
-
-
-def _tiny_config(**overrides):
-  """K = 2 pairs with Bradley–Terry (the classic pairwise model), shrunk to 60 steps."""
-  c = reward_model_config.get_config()
-  c.data.num_prompts = 384
-  c.data.k = 2
-  c.loss.name = "bradley_terry"
-  c.evaluate.num_prompts = 64
-  c.evaluate.batch_size = 64
-  c.train.num_steps = 60
-  c.train.eval_every = 30
-  c.train.log_every = 10
-  c.train.checkpoint_every = 30
-  c.train.optimizer = reward_model_config.optimizer(2e-3, 60, 5)
-  for key, value in overrides.items():
-    section, field = key.split(".")
-    c[section][field] = value
-  return c
-
-
-def test_scalar_reward_model_learns_to_rank_heldout_sorting_responses(tmp_path):
-  summary = reward_model_binary.run(_tiny_config(), str(tmp_path))
-  history = summary["heldout_history"]
-  assert [h["step"] for h in history] == [0, 30, 60]
-  # Untrained: about chance; after 60 steps (1920 pairs seen): clearly above it. The true
-  # reward orders these held-out lists of 4 perfectly (accuracy 1 by construction).
-  assert abs(history[0]["pairwise_accuracy"] - 0.5) < 0.12
-  assert summary["heldout"]["pairwise_accuracy"] > 0.7
-  assert summary["heldout"]["list_accuracy"] > history[0]["list_accuracy"]
-  assert summary["heldout"] == pytest.approx({k: v for k, v in history[-1].items() if k != "step"})
-  with open(tmp_path / "eval.json", encoding="utf-8") as f:
-    assert json.load(f)["heldout"] == summary["heldout"]
-  assert os.path.getsize(tmp_path / "reward_model.png") > 10_000
-  assert os.path.exists(tmp_path / "params.msgpack")
-
-
-def test_multi_head_reward_model_learns_each_attribute(tmp_path):
-  config = _tiny_config(**{"reward_model.heads": "attributes",
-                           "reward_model.labels": "per_attribute", "loss.name": "plackett_luce",
-                           "data.k": 4, "data.num_prompts": 256, "train.batch_size": 16,
-                           "train.num_steps": 40, "train.eval_every": 40})
-  config.train.optimizer = reward_model_config.optimizer(3e-3, 40, 5)
-  summary = reward_model_binary.run(config, str(tmp_path))
-  assert summary["heads"] == ["correctness", "harmlessness"]
-  assert summary["head_weights"] == [1.0, 2.0]
-  untrained, final = summary["heldout_history"][0], summary["heldout"]
-  # Head 1 learns to count the forbidden digit (harmlessness) almost perfectly in 40 steps
-  # (measured 0.97); head 0 (sorting correctness) is harder and only starts (measured 0.61).
-  assert final["pairwise_accuracy/head_1"] > 0.9
-  assert final["pairwise_accuracy/head_0"] > 0.57
-  assert final["pairwise_accuracy/head_0"] > untrained["pairwise_accuracy/head_0"] + 0.05
-  assert final["pairwise_accuracy"] > 0.58  # the weighted sum ranks the total reward
+def _task_and_model():
+  """The sorting task and the demo's decoder (the reward-model recipe's defaults)."""
+  config = reward_model_recipe.Config()
+  return config_lib.task_and_model(config.task, config.model)
 
 
 def test_train_step_updates_only_through_valid_slots():
   """One real step: a padded slot's content does not change the update."""
-  config = _tiny_config()
-  task, model_config = runs.task_and_model(config)
+  task, model_config = _task_and_model()
   prompts = task.prompts("train", 4, seed=0)
   responses = [["0123", "3210", "99"]] * 4
-  with_pad = reward_model_binary.preference_arrays(
+  with_pad = reward_training.preference_arrays(
       task, prompts, responses, np.array([[1.0, 0.0, 7.0]] * 4), ["reward"])
   with_pad["where"][:, 2] = False  # slot 2 is padding: its label 7 must form no pair
   params = reward_model.init_reward_params(model_config, jax.random.key(0))
@@ -336,7 +284,7 @@ def test_train_step_updates_only_through_valid_slots():
 
 
 def test_rate_lists_rates_the_chosen_attribute_by_hand():
-  task, _ = runs.task_and_model(_tiny_config())
+  task, _ = _task_and_model()
   # Prompt "1727:" (n = 4, forbidden 7 twice; t = "1277", optimum "12"):
   # "12":   LCS 2, c = 2·2/(2 + 4) = 0.6667, h = 1           -> R = c + 2h = 2.6667
   # "1277": LCS 4, c = 1,                    h = 1 − 2/4 = 0.5 -> R = 2
@@ -361,38 +309,48 @@ def test_rate_lists_rates_the_chosen_attribute_by_hand():
                           temperature=0.0, flip_rate=0.0, attribute="length")
 
 
-def test_attribute_option_selects_one_scalar_head_and_checks_names():
-  task, _ = runs.task_and_model(_tiny_config())
-  assert reward_model_binary.heads_and_weights(_tiny_config(), task) == (["reward"], None)
-  config = _tiny_config(**{"data.attribute": "harmlessness"})
-  assert reward_model_binary.heads_and_weights(config, task) == (["harmlessness"], None)
+def test_heads_and_weights_name_each_head_and_check_the_options():
+  task, _ = _task_and_model()
+  assert reward_training.heads_and_weights(task) == (["reward"], None)
+  assert reward_training.heads_and_weights(task, heads="attributes") == (
+      ["correctness", "harmlessness"], [1.0, 2.0])  # the true reward c + 2h
+  assert reward_training.heads_and_weights(task, attribute="harmlessness") == (
+      ["harmlessness"], None)
   with pytest.raises(ValueError, match=r"data.attribute must be '' or one of \['correctness'"):
-    reward_model_binary.heads_and_weights(_tiny_config(**{"data.attribute": "length"}), task)
+    reward_training.heads_and_weights(task, attribute="length")
   with pytest.raises(ValueError, match="heads='scalar'"):
-    reward_model_binary.run(_tiny_config(**{"data.attribute": "correctness",
-                                            "reward_model.heads": "attributes"}), "/nonexistent")
+    reward_training.heads_and_weights(task, heads="attributes", attribute="correctness")
+  with pytest.raises(ValueError, match="heads='attributes'"):
+    reward_training.heads_and_weights(task, labels="per_attribute")
+  with pytest.raises(ValueError, match="heads must be one of"):
+    reward_training.heads_and_weights(task, heads="linear")
 
 
-@pytest.mark.slow
-def test_attribute_reward_model_is_trained_and_evaluated_on_that_attribute(tmp_path):
-  summary = reward_model_binary.run(_tiny_config(**{"data.attribute": "harmlessness"}),
-                                    str(tmp_path))
-  assert summary["attribute"] == "harmlessness" and summary["heads"] == ["harmlessness"]
-  assert summary["train_data"]["rated"] == summary["heldout_data"]["rated"] == "harmlessness"
-  # Counting the forbidden digit is easy: held-out pairs ordered by harmlessness alone.
-  assert summary["heldout"]["pairwise_accuracy"] > 0.9
+def test_rated_lists_arrays_and_stats_by_hand():
+  task, _ = _task_and_model()
+  # The prompt of the hand example above: true rewards [8/3, 2, 2 + 5/14, 2.4] and, per head,
+  # harmlessness [1, 0.5, 0.75, 1]; the true-reward rater's labels are the rewards themselves.
+  arrays, stats = reward_training.rated_lists(
+      task, ["1727:", "1727:"], [["12", "1277", "127", "1"], ["1", "1", "1", "1"]],
+      np.random.default_rng(0), heads=["reward", "harmlessness"], rater="true_reward",
+      rater_temperature=0.0)
+  np.testing.assert_allclose(arrays["labels"][0], [8 / 3, 2.0, 2 + 5 / 14, 2.4], rtol=1e-6)
+  np.testing.assert_allclose(arrays["attribute_labels"][0],
+                             [[8 / 3, 1.0], [2.0, 0.5], [2 + 5 / 14, 0.75], [2.4, 1.0]],
+                             rtol=1e-6)
+  assert arrays["tokens"].shape[:2] == (2, 4) and arrays["where"].all()
+  # List 1 is four copies of "1" (R = 2.4): all tied. Spread of list 0: 8/3 − 2 = 2/3.
+  assert stats["lists_all_tied"] == 1 and stats["k"] == 4 and stats["rated"] == "reward"
+  assert stats["mean_reward_spread"] == pytest.approx((2 / 3 + 0.0) / 2)
 
 
-@pytest.mark.slow
-def test_default_reward_model_reaches_0_8_with_a_temperature_1_rater(tmp_path):
-  """The issue's must-show: >= 0.8 held-out pairwise accuracy, rater temperature 1, no flips.
-
-  The default config (K = 8 lists, Plackett–Luce, 4096 prompts, 360 steps); measured 0.869 on
-  seed 0 (0.838-0.869 on seeds 0-3), about a minute on a free 2-core CPU.
-  """
-  config = reward_model_config.get_config()
-  config.data.rater_temperature = 1.0
-  assert config.data.flip_rate == 0.0
-  summary = reward_model_binary.run(config, str(tmp_path))
-  assert summary["heldout"]["pairwise_accuracy"] >= 0.8
-  assert summary["heldout_data"]["rater"] == "true_reward"  # held-out order: the true reward
+def test_load_reward_model_reads_the_heads_of_its_summary(tmp_path):
+  _, model_config = _task_and_model()
+  params = reward_model.init_reward_params(model_config, jax.random.key(3), num_heads=2)
+  setup.save_params(params, str(tmp_path))
+  with open(tmp_path / reward_training.SUMMARY_FILE, "w", encoding="utf-8") as f:
+    json.dump({"heads": ["correctness", "harmlessness"], "head_weights": [1.0, 2.0]}, f)
+  loaded, weights = reward_training.load_reward_model(model_config, str(tmp_path))
+  assert weights == [1.0, 2.0]
+  for a, b in zip(jax.tree.leaves(loaded), jax.tree.leaves(params)):
+    np.testing.assert_array_equal(a, b)

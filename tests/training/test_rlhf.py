@@ -1,15 +1,12 @@
-"""The RLHF loop: on-policy batches, rewards, advantages, the clipped loss, and a resumed run.
+"""The RLHF pieces: on-policy batches, rewards, advantages, the clipped loss, and the rounds.
 
 Hand examples give exact tensors and values (arithmetic in the comments); the loss is checked
-against `alignment.losses.group.grpo_loss` and a float64 numpy reference on seeded inputs; the
-end-to-end test runs 2 rounds, then resumes from the round-1 checkpoint and requires bitwise
-identical parameters.
+against `grpo_loss` and a float64 numpy reference on seeded inputs; a round is prepared from fake
+samples and rewards, and the round iterator is checked with a fake round (the recipe end to end,
+killed and resumed: tests/recipes/test_rlhf.py).
 """
 
-import json
 import math
-import os
-import shutil
 
 import chex
 import jax
@@ -17,12 +14,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from alignment.losses import group
-from alignment.models import sampler
-from alignment.training import generation, logs, rlhf, runs, setup
-from experiments import rlhf as rlhf_binary
-from experiments.configs import demo as demo_config
-from experiments.configs import rlhf as rlhf_config
+from alignment.losses import advantages, policy_gradient
+from alignment.models import reward_model
+from alignment.recipes import config as config_lib
+from alignment.recipes import rlhf as rlhf_recipe
+from alignment.training import reward_training, rlhf, runs, setup
 
 
 # ------------------------------------------------------------------------------------------------
@@ -36,7 +32,7 @@ def test_on_policy_batch_exact_tensors():
       np.array([[1, 2, 3], [7, 0, 0]]), np.array([3, 1]),
       np.array([[[4, 5], [6, 0]], [[8, 9], [0, 0]]]), np.array([[2, 1], [2, 0]]),
       sample_logps=np.array([[[-0.5, -0.25], [-1.0, 0.0]], [[-2.0, -3.0], [0.0, 0.0]]]))
-  # T = P + N = 5. The first prompt reproduces the example of docs/interfaces.md §2.
+  # T = P + N = 5. The first prompt reproduces the example of docs/interfaces.md (Batches).
   np.testing.assert_array_equal(batch["tokens"], [
       [[1, 2, 3, 4, 5], [1, 2, 3, 6, 0]],
       [[7, 8, 9, 0, 0], [7, 0, 0, 0, 0]]])
@@ -71,32 +67,35 @@ def test_on_policy_batch_rejects_bad_shapes():
 
 @pytest.fixture(scope="module")
 def sampled():
-  """The tiny decoder (random init) and an on-policy batch of 2 prompts x 4 of its samples
-  (8 rows: the sampler's shape in the end-to-end test, compiled once)."""
-  task, model_config = runs.task_and_model(_tiny_config(""))
+  """A one-layer decoder (random init) and `sample_groups`' on-policy batch of 2 prompts x 4 of
+  its samples, with their texts."""
+  task, model_config = config_lib.task_and_model(config_lib.Task(), config_lib.Model(
+      "tiny", 256, {"width": 64, "depth": 1, "mlp_dim": 192, "dtype": "float32"}))
   params = runs.init_model(model_config, 0)
-  prompts = task.prompts("train", 2, seed=1)
-  prompt_tokens, prompt_lengths = generation.encode_prompts(
-      task.tokenizer, prompts, task.max_prompt_length + 1)
-  tokens, logps, lengths = sampler.sample(
-      model_config, params, np.repeat(prompt_tokens, 4, 0), np.repeat(prompt_lengths, 4, 0),
-      jax.random.key(3), max_new_tokens=task.max_response_length + 1,
-      eos_id=task.tokenizer.eos_id)
-  batch = rlhf.on_policy_batch(
-      prompt_tokens, prompt_lengths, np.asarray(tokens).reshape(2, 4, -1),
-      np.asarray(lengths).reshape(2, 4), sample_logps=np.asarray(logps).reshape(2, 4, -1))
+  batch, texts = rlhf.sample_groups(
+      model_config, params, task.tokenizer, task.prompts("train", 2, seed=1), jax.random.key(3),
+      num_samples=4, max_prompt_length=task.max_prompt_length + 1,
+      max_new_tokens=task.max_response_length + 1, batch_size=8)
   token_fn = rlhf.token_logp_fn(model_config, chunk_size=64)
-  return model_config, params, batch, token_fn
+  return model_config, params, batch, token_fn, texts, task
 
 
 def test_sampler_logps_equal_a_forward_on_the_batch(sampled):
   # The old log-probs from the sampler and those of a chunked forward over the on-policy batch
   # agree: the batch puts every sampled token where the sampler generated it.
-  _, params, batch, token_fn = sampled
+  _, params, batch, token_fn, texts, task = sampled
   forward = np.asarray(jax.jit(token_fn)(params, batch))
   np.testing.assert_allclose(forward, batch["old_token_logps"], atol=2e-5)
   assert np.all(forward[~batch["completion_mask"]] == 0.0)
   assert batch["completion_mask"].sum() > 8  # responses of more than one token
+  # Text b·G + g is the response (b, g): its tokens, without the EOS that ended it.
+  for b in range(2):
+    for g in range(4):
+      n = batch["response_lengths"][b, g]
+      ids = [int(t) for t in batch["response_tokens"][b, g, :n]]
+      if ids and ids[-1] == task.tokenizer.eos_id:
+        ids = ids[:-1]
+      assert texts[4 * b + g] == task.tokenizer.decode(ids)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -149,6 +148,30 @@ def test_group_advantages_match_numpy():
                              atol=1e-6)
   with pytest.raises(ValueError, match="estimator must be one of"):
     rlhf.group_advantages(rewards, estimator="ppo")
+
+
+def test_reward_sources_score_every_sampled_response(sampled, tmp_path):
+  model_config, _, batch, _, texts, task = sampled
+  prompts = task.prompts("train", 2, seed=1)
+  flat_prompts = [p for p in prompts for _ in range(4)]
+  # A two-head reward model saved as the reward-model recipe does: its source scores row
+  # (b, g) of the batch with the heads combined by the weights of its summary.
+  params = reward_model.init_reward_params(model_config, jax.random.key(5), num_heads=2)
+  setup.save_params(params, str(tmp_path))
+  with open(tmp_path / reward_training.SUMMARY_FILE, "w", encoding="utf-8") as f:
+    f.write('{"heads": ["correctness", "harmlessness"], "head_weights": [1.0, 2.0]}')
+  task_source, model_source = rlhf.reward_sources(("task", str(tmp_path)), task, model_config)
+  np.testing.assert_array_equal(task_source(flat_prompts, texts, batch),
+                                task.reward_batch(flat_prompts, texts))
+  heads = reward_model.reward_scores(model_config, params, batch["tokens"], batch["positions"],
+                                     batch["segment_ids"], batch["completion_mask"])  # [2, 4, 2]
+  np.testing.assert_allclose(model_source(flat_prompts, texts, batch),
+                             np.asarray(heads[..., 0] + 2.0 * heads[..., 1]).reshape(-1),
+                             rtol=1e-5, atol=1e-6)
+  scores = rlhf.score_groups([task_source, model_source], prompts, texts, batch, 4)
+  assert scores.shape == (2, 4, 2)
+  with pytest.raises(ValueError, match="neither 'task' nor a reward-model workdir"):
+    rlhf.reward_sources(("task", str(tmp_path / "missing")), task, model_config)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -211,7 +234,7 @@ def test_policy_gradient_loss_kl_term_by_hand():
 
 @pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dr_grpo"])
 def test_policy_gradient_loss_equals_grpo_loss(loss_type):
-  # One minibatch, one epoch: advantages computed once + clipped surrogate == group.grpo_loss.
+  # One minibatch, one epoch: advantages computed once + clipped surrogate == grpo_loss.
   rng = np.random.default_rng(2)
   b, g, t = 3, 4, 5
   lp = jnp.asarray(rng.normal(size=(b, g, t)) - 2.0, jnp.float32)
@@ -222,8 +245,8 @@ def test_policy_gradient_loss_equals_grpo_loss(loss_type):
   batch = _loss_batch(rlhf.group_advantages(rewards), old, mask, ref=ref)
   loss_fn = rlhf.policy_gradient_loss(_as_params(lp), beta_kl=0.1, loss_type=loss_type)
   objective = lambda p: (lambda out: out[0] / out[1])(loss_fn(p, batch, (), None, None)[0])
-  expected = lambda p: group.grpo_loss(p, ref, rewards, mask=mask, old_logps=old, beta_kl=0.1,
-                                       loss_type=loss_type)
+  expected = lambda p: policy_gradient.grpo_loss(p, ref, rewards, mask=mask, old_logps=old,
+                                                 beta_kl=0.1, loss_type=loss_type)
   np.testing.assert_allclose(objective(lp), expected(lp), rtol=1e-5)
   chex.assert_trees_all_close(jax.grad(objective)(lp), jax.grad(expected)(lp), rtol=1e-4,
                               atol=1e-7)
@@ -248,10 +271,10 @@ def test_policy_gradient_loss_matches_float64_numpy():
 def test_identical_rewards_give_zero_advantage_and_finite_update(sampled):
   # A whole group with one reward: GRPO's std is 0, the advantages are exactly 0 (no 0/0), and
   # a real train step through the model (loss with a KL term, gradient, update) stays finite.
-  _, params, batch, token_fn = sampled
+  _, params, batch, token_fn, _, _ = sampled
   adv = rlhf.group_advantages(np.full((2, 4), 2.5))
   np.testing.assert_array_equal(adv, np.zeros((2, 4)))
-  assert float(group.zero_std_fraction(jnp.full((2, 4), 2.5))) == 1.0
+  assert float(advantages.zero_std_fraction(jnp.full((2, 4), 2.5))) == 1.0
   # Reference = old = the policy itself: k3 = 0 and ∂k3/∂lp = 1 − e^Δ = 0 at Δ = 0, and A = 0,
   # so the loss and the gradient are 0 (up to the float noise of sampler vs forward).
   batch = dict(batch, advantages=np.asarray(adv), ref_token_logps=batch["old_token_logps"])
@@ -296,70 +319,99 @@ def test_prompt_rounds_are_deterministic_and_resumable():
 
 
 # ------------------------------------------------------------------------------------------------
-# End to end: 2 rounds, checkpoint and resume.
+# Rounds.
 
 
-def _tiny_config(sft_dir):
-  c = rlhf_config.get_config()
-  c.model.depth = 1  # compilation time dominates this module
-  c.rlhf.init = sft_dir
-  c.rlhf.num_prompts = 16
-  c.rlhf.num_rounds = 2
-  c.rlhf.prompts_per_round = 4
-  c.rlhf.group_size = 4
-  c.rlhf.minibatch_prompts = 2
-  c.rlhf.optimizer = demo_config.optimizer(1e-3, 8)
-  c.rlhf.sample_batch_size = 8  # = evaluate.batch_size: one sampler compilation for all
-  c.preferences.k = 2  # held-out ranking lists of evaluate.run
-  c.evaluate.num_prompts = 8
-  c.evaluate.heldout_preferences = 4
-  c.evaluate.batch_size = 8
-  return c
+def _hand_round():
+  """One prompt, G = 2 samples of N = 2 tokens: `[1, 2]` (log-probs −1, −2) and `[3]` (−0.5)."""
+  return rlhf.on_policy_batch(np.array([[5]]), np.array([1]), np.array([[[1, 2], [3, 0]]]),
+                              np.array([[2, 1]]),
+                              sample_logps=np.array([[[-1.0, -2.0], [-0.5, 0.0]]]))
 
 
-def _params_bytes(workdir):
-  with open(os.path.join(workdir, "params.msgpack"), "rb") as f:
-    return f.read()
+def _prepare_hand_round(cfg, calls):
+  sources = [lambda prompts, texts, batch: np.array([1.0, 3.0]),
+             lambda prompts, texts, batch: np.array([0.0, 2.0])]
+
+  def sample(params, prompts, key, n):
+    calls.append((params, n))
+    return _hand_round(), ["a", "b"]
+
+  # token_logps(params, batch) = params: the "reference" is its per-token log-probs [1, 2, T].
+  reference = np.array([[[0.0, -1.5, -1.0], [0.0, -3.0, 0.0]]])
+  return rlhf.prepare_round(
+      cfg, "policy", ["x"], jax.random.key(0), reference_params=reference, sample=sample,
+      sources=sources, true_reward=lambda prompts, texts: np.array([2.0, 3.0]),
+      token_logps=lambda params, batch: params)
 
 
-def test_two_rounds_checkpoint_and_resume_exactly(tmp_path):
-  config = _tiny_config(str(tmp_path / "sft"))
-  _, model_config = runs.task_and_model(config)  # a random policy stands in for the SFT one
-  setup.save_params(runs.init_model(model_config, 1), str(tmp_path / "sft"))
-
-  straight = str(tmp_path / "straight")
-  summary = rlhf_binary.run(config, straight)
-  rows = logs.read_metrics(straight)
-  assert [r["step"] for r in rows] == [1, 2]
-  assert all(r["finite"] == 1.0 and "reward/true" in r and "kl_k3" in r for r in rows)
-  assert summary["rlhf"]["optimizer_steps"] == 2 * 2 * 2  # rounds × epochs × minibatches
-  assert 0.0 <= summary["win_rate_ci95"][0] <= summary["win_rate"] <= summary["win_rate_ci95"][1]
-  with open(os.path.join(straight, rlhf_binary.EVAL_FILE), encoding="utf-8") as f:
-    assert json.load(f)["rlhf"]["num_rounds"] == 2
-  assert os.path.getsize(os.path.join(straight, rlhf_binary.PLOT_FILE)) > 0
-
-  # Resume: drop the round-2 checkpoint and the outputs, run again without evaluation; the run
-  # restarts from the round-1 checkpoint (params, optimiser, PRNG key, round counter).
-  shutil.rmtree(os.path.join(straight, "checkpoints", "2"))
-  expected = _params_bytes(straight)
-  for name in ("params.msgpack", "metrics.jsonl"):
-    os.remove(os.path.join(straight, name))
-  config.rlhf.evaluate = False
-  rlhf_binary.run(config, straight)
-  assert _params_bytes(straight) == expected
-  resumed_rows = logs.read_metrics(straight)
-  assert [r["step"] for r in resumed_rows] == [2]  # only round 2 ran again
-  assert resumed_rows[0]["loss"] == rows[1]["loss"]
-  with open(os.path.join(straight, rlhf_binary.SUMMARY_FILE), encoding="utf-8") as f:
-    assert json.load(f)["rlhf"]["optimizer_steps"] == 8
+def test_prepare_round_by_hand():
+  # Raw rewards: 1·[1, 3] + 0.5·[0, 2] = [1, 4]. k1 per sequence against the reference:
+  # seq 0: (−1 + 1.5) + (−2 + 1) = −0.5; seq 1: −0.5 + 3 = 2.5. KL in the reward, β = 0.1:
+  # [1 + 0.05, 4 − 0.25] = [1.05, 3.75]; RLOO with G = 2: A = r − r_other = [−2.7, 2.7].
+  cfg = rlhf_recipe.RLHF(group_size=2, reward_weights=(1.0, 0.5), beta_kl=0.1, kl_in="reward",
+                         advantage="rloo")
+  calls = []
+  batch, host = _prepare_hand_round(cfg, calls)
+  assert calls == [("policy", 2)]
+  np.testing.assert_allclose(batch["advantages"], [[-2.7, 2.7]], rtol=1e-6)
+  np.testing.assert_array_equal(batch["ref_token_logps"], [[[0.0, -1.5, -1.0], [0.0, -3.0, 0.0]]])
+  assert host == pytest.approx({"kl_sequence": 1.0, "reward/true": 2.5, "reward/shaped": 2.4,
+                                "reward/zero_std_groups": 0.0, "response_length": 1.5})
+  # LSC: r_ref per source = the 0.85-quantile of the reference samples' rewards (the same fake
+  # samples: [1, 3] -> 2.7, [0, 2] -> 1.7), reward = Σ_m w_m·logσ(r_m − r_ref,m); GRPO z-scores.
+  cfg = rlhf_recipe.RLHF(group_size=2, reward_weights=(1.0, 0.5), beta_kl=0.0,
+                         reward_transform="lsc", r_ref_samples=2)
+  calls = []
+  batch, host = _prepare_hand_round(cfg, calls)
+  assert [n for _, n in calls] == [2, 2] and calls[1][0].shape == (1, 2, 3)  # the reference
+  log_sigmoid = lambda x: -np.log1p(np.exp(-x))
+  shaped = log_sigmoid(np.array([1.0, 3.0]) - 2.7) + 0.5 * log_sigmoid(np.array([0.0, 2.0]) - 1.7)
+  assert host["reward/shaped"] == pytest.approx(shaped.mean(), rel=1e-5)
+  np.testing.assert_allclose(batch["advantages"], rlhf.group_advantages(shaped[None]), rtol=1e-5)
+  assert "kl_sequence" not in host and "ref_token_logps" not in batch
 
 
-def test_bad_config_is_reported(tmp_path):
-  config = _tiny_config("")
-  config.rlhf.advantage = "ppo"
-  with pytest.raises(ValueError, match="rlhf.advantage must be one of"):
-    rlhf_binary.run(config, str(tmp_path))
-  config = _tiny_config("")
-  config.rlhf.rewards = ("task", str(tmp_path / "missing"))
-  with pytest.raises(ValueError, match="neither 'task' nor a reward-model workdir"):
-    rlhf_binary.reward_sources(config, None, None)
+def test_round_batches_sample_with_the_current_policy_and_resume_at_round_boundaries():
+  calls = []
+
+  def prepare(params, prompts, key):
+    calls.append((params, tuple(prompts), jax.random.key_data(key).tolist()))
+    groups = np.arange(len(prompts))[:, None]  # group b holds b
+    return ({"tokens": groups, "advantages": groups * 1.0,
+             "prompt_tokens": groups},  # not a step key: not served
+            {"reward/true": float(len(calls))})
+
+  make = lambda: rlhf.RoundBatches(rlhf.PromptRounds([f"p{i}" for i in range(8)], per_round=4,
+                                                     seed=0),
+                                   prepare, minibatch_prompts=2, epochs=2, seed=0)
+  it = make()
+  assert it.steps_per_round == 4  # 2 epochs x 4 groups / 2 per minibatch
+  with pytest.raises(RuntimeError, match="update_policy"):
+    next(it)
+  served = []
+  for step in range(8):
+    it.update_policy(f"policy{step}")
+    batch = next(it)
+    assert set(batch) == {"tokens", "advantages"} and batch["tokens"].shape == (2, 1)
+    served.append(batch["tokens"][:, 0])
+    if step == 1:
+      with pytest.raises(ValueError, match="middle of round 1"):
+        it.get_state()
+  # A round starts at steps 0 and 4, sampled with the policy of that step; each epoch (two
+  # minibatches) covers the round's four groups once.
+  assert [c[0] for c in calls] == ["policy0", "policy4"]
+  for epoch in range(4):
+    np.testing.assert_array_equal(np.sort(np.concatenate(served[2 * epoch:2 * epoch + 2])),
+                                  np.arange(4))
+  assert it.metrics() == {"round": 2.0, "reward/true": 2.0}
+  assert it.get_state() == {"round": 2}
+  # Resumed after round 1: round 2 has the same prompts, key and minibatch order.
+  resumed = make()
+  resumed.set_state({"round": 1})
+  resumed_served = []
+  for _ in range(4):
+    resumed.update_policy("policy4")
+    resumed_served.append(next(resumed)["tokens"][:, 0])
+  assert calls[2] == calls[1]
+  np.testing.assert_array_equal(resumed_served, served[4:])

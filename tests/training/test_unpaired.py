@@ -3,10 +3,12 @@
 The mismatched batch is checked against a hand-built example and against `collate` of the
 mismatched records; the trainer's KTO / BCO loss on a small decoder (mismatched pairs and
 running moments built inside it) is checked against the objectives' formulas evaluated in numpy
-on log-probs from separate forwards. The end-to-end `experiments.train.run` tests (unpaired
-data file, a whole train step, resume of BCO's running moments) are marked slow.
+on log-probs from separate forwards. The end-to-end tests through
+`alignment.recipes.preference_training` (unpaired data file, a whole train step, resume of BCO's
+running moments) are marked slow.
 """
 
+import dataclasses
 import json
 import os
 
@@ -16,10 +18,13 @@ import pytest
 
 from alignment.data import batching
 from alignment import losses
+from alignment.recipes import config as config_lib
+from alignment.recipes import preference_training, preferences, sft
 from alignment.training import loop, objective, runs, setup
-from experiments import make_preferences, sft, train
+from experiments import _flags
 from experiments.configs import demo
 from experiments.studies import binary_feedback, common
+from tests.references import NpRunningMoments
 
 BETA = 0.5
 
@@ -81,8 +86,7 @@ _RECORDS = [("65230001:", "0002306", 1.0), ("928603:", "062368", 0.0), ("5024:",
 
 @pytest.fixture(scope="module")
 def tiny():
-  config = demo.get_config()
-  task, model_config = runs.task_and_model(config)
+  task, model_config = config_lib.task_and_model(config_lib.Task(), config_lib.Model())
   logp_fn = setup.logp_fn(model_config, chunk_size=256)
   jitted = jax.jit(logp_fn)
   # Seeds chosen so that the mismatched pairs' mean log-ratio is > 0 (z0 is not clamped).
@@ -134,21 +138,19 @@ def test_kto_trainer_loss_equals_the_formula_on_separate_forwards(tiny):
 
 def test_bco_trainer_loss_and_running_moments_equal_numpy(tiny):
   spec = losses.spec("bco")
-  state, mean, var, count = spec.init_state(), 0.0, 1.0, 1e-24
+  state, moments = spec.init_state(), NpRunningMoments()
   loss_fn = tiny["loss_of"]("bco")
   flipped = [(p, c, 1.0 - y) for p, c, y in _RECORDS[::-1]]
   for rows in (_RECORDS, flipped):
     r = BETA * (tiny["logps"](tiny["policy"], rows) - tiny["logps"](tiny["ref"], rows))
-    # RunningMoments recurrence (ALGORITHMS.md §3.2) in numpy.
-    n, d = len(r), r.mean() - mean
-    new_count = count + n
-    var = (var * count + d * d * count * n / new_count + r.var() * n) / new_count
-    mean, count = mean + d * n / new_count, new_count
+    moments.update(r)
+    mean = moments.mean
     desirable = np.array([y for _, _, y in rows]) == 1.0
     expected = np.where(desirable, -_log_sigmoid(r - mean), -_log_sigmoid(-(r - mean))).mean()
     loss, state, _ = loss_fn(rows, state)
     np.testing.assert_allclose(loss, expected, rtol=1e-5)
-    np.testing.assert_allclose([float(x) for x in state], [mean, var, count], rtol=1e-5)
+    np.testing.assert_allclose([float(x) for x in state],
+                               [moments.mean, moments.var, moments.count], rtol=1e-5)
 
 
 # ------------------------------------------------------------------------- end to end (slow)
@@ -163,14 +165,21 @@ def unpaired_data(tmp_path_factory):
   config.preferences.update(num_prompts=16, batch_size=32, k=2)
   config.train.update(batch_size=8, num_steps=6, checkpoint_every=3, log_every=1)
   config.train.optimizer.update(total_steps=6, warmup_steps=0)
-  sft.run(config, str(root / "sft"))
-  make_preferences.run(config, str(root / "prefs"), policy=str(root / "sft"))
-  with open(root / "prefs" / make_preferences.DATA_FILE, encoding="utf-8") as f:
+  sft.run(_flags.typed(sft.Config, config), str(root / "sft"))
+  config.preferences.policy = str(root / "sft")
+  preferences.run(_flags.typed(preferences.Config, config), str(root / "prefs"))
+  with open(root / "prefs" / preferences.DATA_FILE, encoding="utf-8") as f:
     pairs = [json.loads(line) for line in f]
   data = str(root / "thumbs.jsonl")
   common.write_records(binary_feedback.unpaired_from_pairs(pairs, seed=0), data)
   config.train.init, config.train.data = str(root / "sft"), data
-  return root, config
+  return root, _flags.typed(preference_training.Config, config)
+
+
+def _objective(config, name: str, **train):
+  """`config` training the objective `name` (β = BETA) with `train` fields replaced."""
+  config = dataclasses.replace(config, loss=config_lib.Loss(name, {"beta": BETA}))
+  return config_lib.replace_in(config, "train", **train)
 
 
 def _params_bytes(workdir):
@@ -182,11 +191,8 @@ def _params_bytes(workdir):
 def test_unpaired_objectives_train_from_an_unpaired_file(unpaired_data):
   root, config = unpaired_data
   for name, reference in (("kto", "forward"), ("bco", "cache"), ("apo_zero_unpaired", "cache")):
-    run_config = config.copy_and_resolve_references()
-    run_config.loss = type(config.loss)({"name": name, "beta": BETA})
-    run_config.train.reference = reference
     workdir = str(root / name)
-    train.run(run_config, workdir)
+    preference_training.run(_objective(config, name, reference=reference), workdir)
     with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
       logged = [json.loads(line) for line in f]
     losses_ = [row["loss"] for row in logged if "loss" in row]
@@ -194,19 +200,16 @@ def test_unpaired_objectives_train_from_an_unpaired_file(unpaired_data):
     assert _params_bytes(workdir) != _params_bytes(config.train.init)
     if name == "kto":
       assert all(row["kl"] >= 0.0 for row in logged if "kl" in row)
-  bad = config.copy_and_resolve_references()
-  bad.loss = type(config.loss)({"name": "kto", "beta": BETA})
   with pytest.raises(ValueError, match="cannot be cached"):
-    train.run(bad, str(root / "kto_cache"))
+    preference_training.run(_objective(config, "kto"), str(root / "kto_cache"))
 
 
 @pytest.mark.slow
 def test_bco_running_moments_are_checkpointed_and_resumed(unpaired_data, monkeypatch):
   root, config = unpaired_data
-  run_config = config.copy_and_resolve_references()
-  run_config.loss = type(config.loss)({"name": "bco", "beta": BETA})
-  half = run_config.copy_and_resolve_references()
-  half.train.num_steps = 3  # same optimiser schedule (total_steps = 6), stops at step 3
+  run_config = _objective(config, "bco")
+  # The same optimiser schedule (total_steps = 6), stopped at step 3.
+  half = config_lib.replace_in(run_config, "train", num_steps=3)
   restored, forget = [], []
   real_restore = loop.restore_or_init
 
@@ -219,14 +222,14 @@ def test_bco_running_moments_are_checkpointed_and_resumed(unpaired_data, monkeyp
 
   monkeypatch.setattr(loop, "restore_or_init", spy)
   straight, resumed, mutant = (str(root / f"bco_{n}") for n in ("straight", "resumed", "mutant"))
-  train.run(run_config, straight)
-  train.run(half, resumed)
-  train.run(run_config, resumed)  # resumes from the step-3 checkpoint
+  preference_training.run(run_config, straight)
+  preference_training.run(half, resumed)
+  preference_training.run(run_config, resumed)  # resumes from the step-3 checkpoint
   # The checkpoint holds the moments of 3 steps × 8 responses (count 1e−24 + 24).
   assert restored == [(False, pytest.approx(1e-24)), (False, pytest.approx(1e-24)), (True, 24.0)]
   assert _params_bytes(resumed) == _params_bytes(straight)
-  train.run(half, mutant)
+  preference_training.run(half, mutant)
   forget.append(True)
-  train.run(run_config, mutant)
+  preference_training.run(run_config, mutant)
   # Restarting from the initial moments (μ = 0) shifts δ and changes the updates.
   assert _params_bytes(mutant) != _params_bytes(straight)

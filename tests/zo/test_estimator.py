@@ -14,7 +14,7 @@ from alignment import zo
 
 
 def _pairs_numpy(ranking, m):
-  """Independent reference: the pair DAG from the definition (§7.1)."""
+  """Independent reference: the pair DAG from the definition (Tang et al., ICLR 2024)."""
   ranking = list(ranking)
   pairs = [(ranking[r], ranking[s]) for r in range(len(ranking)) for s in range(r + 1,
                                                                                 len(ranking))]

@@ -8,6 +8,7 @@ bitwise identical to an uninterrupted 20-step run (data order included).
 """
 
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -297,3 +298,20 @@ def test_evaluation_of_a_policy_against_itself(prepared, tmp_path):
         np.mean(policy[a] >= optimum[a] - 1e-9))
   both = np.logical_and.reduce([policy[a] >= optimum[a] - 1e-9 for a in policy])
   assert summary["good_fraction"]["policy"]["all"] == pytest.approx(np.mean(both))
+
+
+@pytest.mark.slow
+def test_demo_chains_the_stages_and_writes_its_report(tmp_path):
+  config = tiny_config()
+  config = replace_in(config, "evaluate", num_prompts=32, heldout_preferences=4, batch_size=32)
+  workdir = str(tmp_path / "demo")
+  report = demo.run(config, workdir)
+  with open(os.path.join(workdir, "eval", "eval.json"), encoding="utf-8") as f:
+    summary = json.load(f)
+  assert report["evaluation"] == summary and report["win_rate"] == summary["win_rate"]
+  with open(os.path.join(workdir, "report.json"), encoding="utf-8") as f:
+    assert json.load(f)["win_rate"] == report["win_rate"]
+  assert os.path.getsize(os.path.join(workdir, "report.png")) > 0
+  assert from_dict(demo.Config, report["config"]) == config  # the report holds the config
+  assert _params_bytes(os.path.join(workdir, "train")) != _params_bytes(
+      os.path.join(workdir, "sft"))

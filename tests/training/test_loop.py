@@ -1,4 +1,5 @@
-"""The outer loop: non-finite handling ("skip" counts, "error" stops after the last good step)."""
+"""The outer loop: non-finite handling ("skip" counts, "error" stops after the last good step),
+the evaluation hook and iterators whose batches depend on the policy."""
 
 import jax
 import jax.numpy as jnp
@@ -67,3 +68,69 @@ def test_error_stops_and_keeps_last_good_checkpoint(tmp_path):
           iterator=_Batches(), num_steps=4, checkpointer=ckpt, writer=writer, log_every=1,
           on_nonfinite="error")
   assert ckpt.steps() == [1, 2]
+
+
+class _PolicyBatches(_Batches):
+  """`_Batches` without NaNs that records the policy it is shown and reports its own metrics."""
+
+  def __init__(self):
+    super().__init__()
+    self.seen = []
+
+  def __next__(self):
+    batch = super().__next__()
+    batch["features"] = np.nan_to_num(batch["features"])
+    return batch
+
+  def update_policy(self, params):
+    self.seen.append(np.asarray(params["w"]).copy())
+
+  def metrics(self):
+    return {"batches_drawn": float(self.position)}
+
+
+def test_evaluation_hook_and_policy_dependent_iterator(tmp_path):
+  state, step, _, writer = _setup(tmp_path, "skip")
+  trajectory = [np.asarray(state.params["w"]).copy()]
+
+  def recording_step(state, batch, frozen):
+    state, metrics = step(state, batch, frozen)
+    trajectory.append(np.asarray(state.params["w"]).copy())
+    return state, metrics
+
+  evaluated = []
+
+  def eval_fn(params):
+    evaluated.append(np.asarray(params["w"]).copy())
+    return {"w_sum": float(jnp.sum(params["w"]))}
+
+  batches = _PolicyBatches()
+  state, rows = train(name="t", state=state, step_fn=recording_step, frozen={"w": jnp.zeros(3)},
+                      iterator=batches, num_steps=5, checkpointer=None, writer=writer,
+                      log_every=2, eval_fn=eval_fn, eval_every=2)
+  # Evaluated at step 0, every 2 steps and after the last, on the parameters of that step.
+  held = [r for r in rows if "heldout/w_sum" in r]
+  assert [r["step"] for r in held] == [0, 2, 4, 5]
+  for row, w in zip(held, evaluated):
+    np.testing.assert_allclose(w, trajectory[row["step"]], rtol=0, atol=0)
+    assert row["heldout/w_sum"] == pytest.approx(float(np.sum(w)))
+  # The iterator saw the current policy before each of its 5 batches.
+  assert len(batches.seen) == 5
+  for seen, w in zip(batches.seen, trajectory[:5]):
+    np.testing.assert_array_equal(seen, w)
+  logged = [r for r in rows if "loss" in r]
+  assert [(r["step"], r["batches_drawn"]) for r in logged] == [(2, 2.0), (4, 4.0), (5, 5.0)]
+  assert [r["step"] for r in read_metrics(str(tmp_path)) if "heldout/w_sum" in r] == [0, 2, 4, 5]
+
+
+def test_a_resumed_run_does_not_evaluate_its_start_again(tmp_path):
+  state, step, _, writer = _setup(tmp_path, "skip")
+  state = state.replace(step=jnp.asarray(3, state.step.dtype))
+  calls = []
+  train(name="t", state=state, step_fn=step, frozen={"w": jnp.zeros(3)},
+        iterator=_PolicyBatches(), num_steps=4, checkpointer=None, writer=writer,
+        eval_fn=lambda p: calls.append(1) or {"x": 0.0}, eval_every=10)
+  assert len(calls) == 1  # only after the last step
+  with pytest.raises(ValueError, match="eval_every must be >= 0"):
+    train(name="t", state=state, step_fn=step, frozen=None, iterator=_PolicyBatches(),
+          num_steps=4, checkpointer=None, writer=writer, eval_every=-1)

@@ -1,4 +1,4 @@
-"""Tests of alignment.data.tokenizers: the three tokenizers and the chat-template hook."""
+"""Tests of alignment.data.tokenizers: the tokenizers, checkpoint folders and chat templates."""
 
 import json
 
@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from alignment.data import tokenizers
+from tests import hf_fixtures
 
 ALPHABET = "0123456789:+= "
 CORPUS = [
@@ -223,3 +224,226 @@ def test_chat_template_errors():
     tokenizers.apply_chat_template(None, "a", template=lambda ms: 3, tokenize=False)
   with pytest.raises(ValueError, match="'x' at position 0"):
     tokenizers.apply_chat_template(tokenizers.CharTokenizer("0"), "x")
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoint tokenizers and Jinja chat templates, against transformers on locally built folders
+
+CONVERSATIONS = [
+    [{"role": "user", "content": "hi there"}],
+    [{"role": "system", "content": "Be nice."}, {"role": "user", "content": "hi there"},
+     {"role": "assistant", "content": "hello, how are you?"},
+     {"role": "user", "content": "I am fine, thanks!"}],
+    [{"role": "user", "content": "sort the digits 31415"},
+     {"role": "assistant", "content": "11345"}, {"role": "user", "content": "and 92653?"},
+     {"role": "assistant", "content": "23569 "}],
+]
+TEXTS = ["the cat sat on the mat", " leading space", "Café 31415!\n\nnew  lines",
+         "<|eot_id|> and <|im_end|> inside", ""]
+
+
+@pytest.fixture(scope="module", params=["llama3", "chatml"])
+def checkpoint(request, tmp_path_factory):
+  """`(family, folder, ours, theirs)`: a tiny tokenizer folder, our tokenizer, AutoTokenizer."""
+  transformers = pytest.importorskip("transformers")
+  folder = hf_fixtures.write_tokenizer(tmp_path_factory.mktemp(request.param), request.param)
+  return (request.param, folder, tokenizers.load_tokenizer(folder),
+          transformers.AutoTokenizer.from_pretrained(str(folder)))
+
+
+def test_checkpoint_special_tokens_equal_transformers(checkpoint):
+  family, _, ours, theirs = checkpoint
+  assert dict(ours.special_tokens) == theirs.special_tokens_map
+  assert (ours.bos_id, ours.eos_id, ours.unk_id) == (
+      theirs.bos_token_id, theirs.eos_token_id, theirs.unk_token_id)
+  assert ours.vocab_size == len(theirs)
+  if family == "llama3":  # no pad token: EOS pads, as in TRL.
+    assert theirs.pad_token_id is None and ours.pad_id == ours.eos_id == 4
+    assert (ours.add_bos_token, ours.add_eos_token) == (True, False)
+  else:
+    assert ours.pad_id == theirs.pad_token_id == 0 and ours.bos_id is None
+    assert (ours.add_bos_token, ours.add_eos_token) == (False, False)
+  assert ours.stop_ids == (ours.eos_id,)
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_checkpoint_plain_text_ids_equal_transformers(checkpoint, text):
+  _, _, ours, theirs = checkpoint
+  ids = ([ours.bos_id] * ours.add_bos_token + ours.encode(text)
+         + [ours.eos_id] * ours.add_eos_token)
+  assert ids == theirs(text).input_ids
+  assert ours.encode(text) == theirs(text, add_special_tokens=False).input_ids
+
+
+@pytest.mark.parametrize("conversation", range(len(CONVERSATIONS)))
+@pytest.mark.parametrize("add_generation_prompt", [True, False])
+def test_checkpoint_chat_template_equals_transformers(checkpoint, conversation,
+                                                      add_generation_prompt):
+  _, _, ours, theirs = checkpoint
+  messages = CONVERSATIONS[conversation]
+  kwargs = dict(template=ours.chat_template, add_generation_prompt=add_generation_prompt)
+  text = tokenizers.apply_chat_template(ours, messages, tokenize=False, **kwargs)
+  assert text == theirs.apply_chat_template(
+      messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+  assert tokenizers.apply_chat_template(ours, messages, **kwargs) == theirs.apply_chat_template(
+      messages, tokenize=True, return_dict=False, add_generation_prompt=add_generation_prompt)
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_checkpoint_decode_round_trip(checkpoint, text):
+  _, _, ours, theirs = checkpoint
+  ids = ours.encode(text)
+  dropped = {ours.pad_id, ours.bos_id, ours.eos_id}
+  assert ours.decode(ids) == theirs.decode([i for i in ids if i not in dropped])
+  if not dropped & set(ids):  # text without the EOS string (<|eot_id|>, <|im_end|>) comes back
+    assert ours.decode(ids) == text
+  # pad, BOS and EOS carry no text; other special tokens (<|im_start|>, headers) are kept.
+  chat = tokenizers.apply_chat_template(ours, CONVERSATIONS[1], template=ours.chat_template)
+  assert ours.decode(chat + [ours.pad_id] * 3) == theirs.decode(
+      [i for i in chat if i not in dropped])
+
+
+def test_checkpoint_prompt_completion_split(checkpoint):
+  _, _, ours, theirs = checkpoint
+  prompt, completion = CONVERSATIONS[1][:2], CONVERSATIONS[1][2:3]
+  prompt_text, completion_text = tokenizers.render_prompt_completion(
+      prompt, completion, template=ours.chat_template)
+  assert prompt_text == theirs.apply_chat_template(prompt, tokenize=False,
+                                                   add_generation_prompt=True)
+  assert prompt_text + completion_text == theirs.apply_chat_template(prompt + completion,
+                                                                     tokenize=False)
+  assert completion_text.startswith("hello, how are you?")
+
+
+def test_checkpoint_pad_token_and_generation_config(tmp_path, caplog):
+  folder = hf_fixtures.write_tokenizer(
+      tmp_path, "llama3", config_overrides={"pad_token": "<|finetune_right_pad_id|>"})
+  (folder / "generation_config.json").write_text(json.dumps({"eos_token_id": [1, 4, 1]}))
+  with caplog.at_level("WARNING"):
+    tok = tokenizers.load_tokenizer(folder)
+  assert "no pad token" not in caplog.text
+  assert (tok.pad_id, tok.eos_id, tok.stop_ids) == (5, 4, (4, 1))
+
+
+def test_checkpoint_missing_pad_is_reported(tmp_path, caplog):
+  folder = hf_fixtures.write_tokenizer(tmp_path, "llama3")
+  with caplog.at_level("WARNING"):
+    tok = tokenizers.load_tokenizer(folder)
+  assert tok.pad_id == tok.eos_id
+  assert "no pad token; padding with the EOS token '<|eot_id|>' (id 4)" in caplog.text
+
+
+@pytest.mark.parametrize("flags", [{"add_bos_token": False}, {"add_eos_token": True}])
+def test_checkpoint_bos_eos_come_from_the_post_processor(tmp_path, flags):
+  transformers = pytest.importorskip("transformers")
+  folder = hf_fixtures.write_tokenizer(tmp_path, "llama3", config_overrides=flags)
+  ours = tokenizers.load_tokenizer(folder)
+  # transformers 5 ignores the config's flags when tokenizer.json exists: the file's
+  # post-processor adds <|begin_of_text|> (id 0) and nothing after.
+  assert (ours.add_bos_token, ours.add_eos_token) == (True, False)
+  theirs = transformers.AutoTokenizer.from_pretrained(str(folder))
+  assert [ours.bos_id, *ours.encode("the cat")] == theirs("the cat").input_ids
+
+
+def test_checkpoint_post_processor_adding_other_tokens_is_an_error(tmp_path):
+  from tokenizers import Tokenizer, processors
+
+  folder = hf_fixtures.write_tokenizer(tmp_path, "chatml")
+  backend = Tokenizer.from_file(str(folder / "tokenizer.json"))
+  backend.post_processor = processors.TemplateProcessing(
+      single="<|im_start|> $A", special_tokens=[("<|im_start|>", 1)])
+  backend.save(str(folder / "tokenizer.json"))
+  with pytest.raises(ValueError, match=r"adds \[1, .*only a BOS \(None\) before"):
+    tokenizers.load_tokenizer(folder)
+
+
+@pytest.mark.parametrize("location", ["file", "list"])
+def test_checkpoint_template_locations_equal_transformers(tmp_path, location):
+  transformers = pytest.importorskip("transformers")
+  folder = hf_fixtures.write_tokenizer(tmp_path, "chatml", template_location=location)
+  ours = tokenizers.load_tokenizer(folder)
+  theirs = transformers.AutoTokenizer.from_pretrained(str(folder))
+  names = {"file": ["default"], "list": ["default", "tool_use"]}[location]
+  assert sorted(ours.chat_templates) == names
+  for name in names:
+    text = tokenizers.apply_chat_template(ours, CONVERSATIONS[1], tokenize=False,
+                                          template=ours.chat_templates[name])
+    # transformers takes a name only where there are several templates.
+    assert text == theirs.apply_chat_template(
+        CONVERSATIONS[1], tokenize=False, add_generation_prompt=True,
+        chat_template=name if location == "list" else None)
+  if location == "file":
+    assert ours.chat_template.origin == str(folder / "chat_template.jinja")
+
+
+def test_checkpoint_without_template(tmp_path):
+  tok = tokenizers.load_tokenizer(
+      hf_fixtures.write_tokenizer(tmp_path, "chatml", template_location="none"))
+  assert tok.chat_template is None and not tok.chat_templates
+
+
+def test_jinja_raise_exception_names_the_template_file(tmp_path):
+  folder = hf_fixtures.write_tokenizer(tmp_path, "llama3", template_location="file")
+  tok = tokenizers.load_tokenizer(folder)
+  messages = [{"role": "user", "content": "a"}, {"role": "tool", "content": "b"}]
+  with pytest.raises(ValueError, match=r"chat_template\.jinja: Only user and assistant roles "
+                     r"follow the system message, got tool"):
+    tokenizers.apply_chat_template(tok, messages, template=tok.chat_template)
+  with pytest.raises(ValueError, match=r"from bad\.jinja: TemplateSyntaxError"):
+    tokenizers.JinjaTemplate("{% for m in messages %}", origin="bad.jinja")
+
+
+def test_jinja_globals_and_tojson_options():
+  chat_template_utils = pytest.importorskip("transformers.utils.chat_template_utils")
+  template = tokenizers.JinjaTemplate(
+      "{{ messages[0] | tojson }}|{{ messages[0] | tojson(indent=1, sort_keys=True) }}|"
+      "{{ '<é>' | tojson }}|{{ bos_token }}{{ extra }}|{{ tools is none }}|"
+      "{% for m in messages %}{% if loop.index > 1 %}{% break %}{% endif %}{{ m.role }}"
+      "{% endfor %}|{{ strftime_now('%Y') | length }}|{% generation %}g{% endgeneration %}",
+      special_tokens={"bos_token": "<s>"})
+  text = template([{"role": "u", "content": "x", "name": None}], extra="!")
+  # None-valued keys are dropped; tojson keeps '<é>' as is (no HTML escaping, no \\u escapes).
+  assert text == ('{"role": "u", "content": "x"}|{\n "content": "x",\n "role": "u"\n}|'
+                  '"<é>"|<s>!|True|u|4|g')
+  rendered, _ = chat_template_utils.render_jinja_template(
+      [[{"role": "u", "content": "x"}]], chat_template=template.source,
+      add_generation_prompt=True, bos_token="<s>", extra="!")
+  assert text == rendered[0]
+
+
+def test_render_prompt_completion_errors():
+  prompt = [{"role": "user", "content": "hi"}]
+  with pytest.raises(ValueError, match="must end with a user message, got 'assistant'"):
+    tokenizers.render_prompt_completion(
+        [*prompt, {"role": "assistant", "content": "a"}], [], template=tokenizers.ROLES)
+  # A template that renders the last message differently when it is last: no prefix.
+  odd = tokenizers.JinjaTemplate(
+      "{% for m in messages %}{{ m.content }}{% if loop.last %}.{% endif %}{% endfor %}",
+      origin="odd.jinja")
+  with pytest.raises(ValueError, match="from odd.jinja renders the prompt as 'hi.'"):
+    tokenizers.render_prompt_completion(prompt, [{"role": "assistant", "content": "yo"}],
+                                        template=odd)
+
+
+def test_load_tokenizer_errors(tmp_path):
+  with pytest.raises(FileNotFoundError, match="no tokenizer.json"):
+    tokenizers.load_tokenizer(tmp_path)
+  (tmp_path / "tokenizer.model").write_bytes(b"")
+  with pytest.raises(FileNotFoundError, match="SentencePiece tokenizer.model"):
+    tokenizers.load_tokenizer(tmp_path)
+  folder = hf_fixtures.write_tokenizer(tmp_path / "bad", "chatml",
+                                       config_overrides={"bos_token": "<bos>"})
+  with pytest.raises(ValueError, match="bos_token '<bos>' of tokenizer_config.json is not in"):
+    tokenizers.load_tokenizer(folder)
+
+
+def test_special_tokens_map_fills_legacy_configs(tmp_path):
+  transformers = pytest.importorskip("transformers")
+  folder = hf_fixtures.write_tokenizer(
+      tmp_path, "chatml", config_overrides={"added_tokens_decoder": None, "pad_token": None})
+  (folder / "special_tokens_map.json").write_text(json.dumps(
+      {"pad_token": {"content": "<|im_start|>", "lstrip": False}, "eos_token": "<|endoftext|>"}))
+  ours = tokenizers.load_tokenizer(folder)
+  theirs = transformers.AutoTokenizer.from_pretrained(str(folder))
+  assert dict(ours.special_tokens) == theirs.special_tokens_map
+  assert (ours.pad_id, ours.eos_id) == (theirs.pad_token_id, theirs.eos_token_id) == (1, 0)

@@ -3,7 +3,8 @@
 The page is built from the registry alone (`alignment.losses.names()`, `alignment.losses.spec`):
 name, aliases, family, paper, what the trainer must feed (reference model, lengths, extra inputs,
 state), the docstring's description (formula, paper, pitfalls: everything before its `Args:`
-section) and the keyword-only defaults from `inspect.signature`.
+section) and the hyper-parameters with their defaults (`registry.hyper_parameters`); and the table
+of TRL's loss names (`registry.TRL_NAMES`) with the objective each one is.
 
 Usage (from the repository root):
   python docs/make_objectives_page.py           # rewrite docs/objectives.md
@@ -53,18 +54,10 @@ def _format_default(value) -> str:
   return _ADDRESS.sub("", repr(value))
 
 
-def _keyword_defaults(fn: Callable) -> list[str]:
-  """`name=default` for every keyword-only parameter (`name` alone when it has no default)."""
-  try:
-    parameters = inspect.signature(fn).parameters.values()
-  except (TypeError, ValueError):
-    return []
-  out = []
-  for p in parameters:
-    if p.kind is inspect.Parameter.KEYWORD_ONLY:
-      out.append(p.name if p.default is inspect.Parameter.empty
-                 else f"{p.name}={_format_default(p.default)}")
-  return out
+def _hyper_parameters(registry, name: str) -> list[str]:
+  """`name=default` for every hyper-parameter of objective `name` (`name` alone if required)."""
+  return [k if v is inspect.Parameter.empty else f"{k}={_format_default(v)}"
+          for k, v in registry.hyper_parameters(name).items()]
 
 
 def _yes(flag: bool) -> str:
@@ -73,6 +66,32 @@ def _yes(flag: bool) -> str:
 
 def _family_key(family: str):
   return (FAMILY_ORDER.index(family) if family in FAMILY_ORDER else len(FAMILY_ORDER), family)
+
+
+def _trl_table(registry) -> list[str]:
+  """The "TRL names" section: each TRL loss, the objective equal to it, and the notes."""
+  out = [
+      "",
+      "## TRL names",
+      "",
+      "The losses of TRL's trainers (Hugging Face `trl`) and the objective computing the same "
+      "loss. A `loss_type` of " + " or ".join(f"`{t}`" for t in registry.TRL_ALIAS_TRAINERS)
+      + " is also a name here (`--config.loss.name=sigmoid` is DPO); the others are reached by "
+      "our name with the settings in the notes. TRL's `beta` is our `beta`, its "
+      "`f_divergence_type` our `fdiv` (its \"alpha_divergence\" is our \"alpha_div_trl\"). "
+      "A list of `loss_type`s with `loss_weights` is `alignment.losses.pairwise.combine` in "
+      "Python. Without an exact counterpart here (not listed): TRL's WPO weighting "
+      "(`use_weighting`), LD-DPO's `ld_alpha`, and CPO with both `alpha` != 0 and "
+      "`cpo_alpha` != 0.",
+      "",
+      "| TRL name | objective | name here | notes |",
+      "|---|---|---|---|",
+  ]
+  for t in registry.TRL_NAMES:
+    trl = f"{t.trainer}" + (f" `loss_type=\"{t.loss_type}\"`" if t.loss_type else "")
+    usable = f"`{t.loss_type}`" if t.trainer in registry.TRL_ALIAS_TRAINERS else "-"
+    out.append(f"| {trl} | [`{t.objective}`](#{t.objective}) | {usable} | {t.notes or '-'} |")
+  return out
 
 
 def render() -> str:
@@ -90,7 +109,9 @@ def render() -> str:
       "do not edit by hand. -->",
       "",
       f"{len(specs)} registered objectives (`alignment.losses.names()`); select one by name with "
-      "`alignment.losses.get(name)`. Each entry gives the formula, the paper and the defaults; "
+      "`alignment.losses.get(name)`. Each entry gives the formula, the paper and the "
+      "hyper-parameters with their defaults (each settable in a binary's config, e.g. "
+      "`--config.loss.label_smoothing=0.1`); "
       "the shared conventions (pairs, masks, reductions) are in `docs/conventions.md`, the "
       "calling convention in `docs/interfaces.md`.",
       "",
@@ -104,12 +125,13 @@ def render() -> str:
         f"| [`{s.name}`](#{s.name}) | {aliases} | {s.family} | {_yes(s.needs_reference)} | "
         f"{_yes(s.needs_lengths)} | {extra} | {_yes(s.stateful)} |"
     )
+  out += _trl_table(losses.registry)
   family = None
   for s in specs:
     if s.family != family:
       family = s.family
       out += ["", f"## {family}"]
-    defaults = _keyword_defaults(s.fn)
+    defaults = _hyper_parameters(losses.registry, s.name)
     out += [
         "",
         f'<a id="{s.name}"></a>',
@@ -122,7 +144,7 @@ def render() -> str:
         f"{_yes(s.needs_lengths)}; extra inputs: "
         f"{', '.join(f'`{e}`' for e in s.extra_inputs) or 'none'}; "
         f"state: {_yes(s.stateful)}",
-        f"- Keyword-only defaults: {', '.join(f'`{d}`' for d in defaults) or 'none'}",
+        f"- Hyper-parameters: {', '.join(f'`{d}`' for d in defaults) or 'none'}",
         "",
         _description(s.fn),
     ]

@@ -187,10 +187,23 @@ class Optimizer:
 
 @dataclasses.dataclass(frozen=True)
 class Loss(_NameAndOptions):
-  """A registered objective by name and its keyword hyper-parameters."""
+  """A registered objective by name (or TRL name) and its keyword hyper-parameters.
+
+  Built from a mapping, unset (None) hyper-parameters are dropped: the objective's defaults
+  apply. On construction the name and hyper-parameters are checked against the registry
+  (`alignment.losses.registry.check_hyper_parameters`), before any training.
+  """
 
   name: str = "dpo"
   hyper_parameters: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+  def __post_init__(self):
+    from alignment.losses import registry  # pylint: disable=import-outside-toplevel
+    registry.check_hyper_parameters(self.name, self.hyper_parameters)
+
+  @classmethod
+  def from_mapping(cls, data: Mapping[str, Any], path: str) -> "Loss":
+    return super().from_mapping({k: v for k, v in data.items() if v is not None}, path)
 
 
 def task_and_model(task: Task, model: Model):

@@ -104,9 +104,9 @@ def test_resume_after_hard_kill_is_bitwise_exact(prepared):
 
 def test_unknown_objective_is_a_clear_error(prepared, tmp_path):
   _, config, _ = prepared
-  config = replace_in(train_config(config), "loss", name="dpoo")
-  with pytest.raises(KeyError, match="Unknown objective 'dpoo'. Known objectives: .*lipo_lambda"):
-    preference_training.run(config, str(tmp_path))
+  with pytest.raises(KeyError, match="Unknown objective 'dpoo'. Did you mean 'dpo'.*? Known "
+                     "objectives: .*lipo_lambda"):  # when the config is built, before training
+    preference_training.run(replace_in(train_config(config), "loss", name="dpoo"), str(tmp_path))
 
 
 def test_pairwise_objective_on_lists_is_a_clear_error(prepared, tmp_path):

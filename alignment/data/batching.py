@@ -3,7 +3,7 @@
 Two steps, both pure numpy: `tokenize_record` turns one canonical record
 `{"prompt", "responses", "scores"}` into token ids under the length policy of `BatchConfig`,
 and `collate` (or `pack`) stacks a list of those into arrays. With B = batch, K = list size,
-P = max prompt length, R = max response length and T = P + R:
+P = max prompt length, R = max response length and T = P + R (or `max_length` when smaller):
 
     prompt_tokens [B, P] int32     prompt_lengths [B] int32 (>= 1)
     response_tokens [B, K, R] int32  response_lengths [B, K] int32 (0 for a padded slot)
@@ -15,11 +15,20 @@ chosen `[4, 5]`, rejected `[6]` and T = 5, `tokens = [[1,2,3,4,5],[1,2,3,6,0]]`.
 (`where` False) holds the prompt alone (segment 1, no completion token), so that no row of the
 attention is entirely masked; its log-prob sums to 0 and `where` removes it from the losses.
 
-Length policy (`BatchConfig`): BOS (if `add_bos` and the tokenizer has one) starts every prompt and
+Conversational records (prompt and responses as `{role, content}` message lists, see
+`formats`) are rendered to text first by a chat template (`render_conversation`).
+
+Length policy (`BatchConfig`), TRL's conventions by default (von Werra et al., *TRL: Transformer
+Reinforcement Learning*, 2020; `BatchConfig.from_trl` takes TRL's names): BOS (if `add_bos` and
+the tokenizer has one, and the prompt does not already start with it) starts every prompt and
 counts towards `max_prompt_tokens`; EOS (if `append_eos` and the tokenizer has one) ends every
 response and counts towards `max_response_tokens`, so a response cut with `keep_start` loses its
 EOS. Over-long prompts keep their end by default (the text next to the response), over-long
-responses their start; `"drop"` drops the whole record. Each event is counted.
+responses their start; `max_length` then cuts each response to `max_length − prompt length`
+tokens (TRL's `max_length` with `truncation_mode="keep_start"` on prompt + completion); `"drop"`
+drops the whole record. Each event is counted (`truncated_prompts`, `truncated_responses`,
+`dropped_long_prompt`, `dropped_long_response`), and `pipeline.preference_dataset` sums them in
+`iterator.stats()` for the caller to print and save.
 
 Packing (`pack`) puts several sequences in one row with segment ids 1..n; `packed_sums` (jnp, for
 inside the step) maps per-token values of packed rows back to `[B, K]`.
@@ -28,7 +37,8 @@ inside the step) maps per-token values of packed rows back to `[B, K]`.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, Optional, Sequence
+import os
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -41,14 +51,22 @@ _OVERFLOW = ("keep_start", "keep_end", "drop")
 class BatchConfig:
   """Shapes and length policy of a batch.
 
+  The defaults are TRL's truncation convention: the prompt keeps its end, the response its start.
+
   Attributes:
-    max_prompt_tokens: P, BOS included; None pads to the longest prompt and truncates nothing.
-    max_response_tokens: R, EOS included; None as above.
+    max_prompt_tokens: P, BOS included (TRL's `max_prompt_length`); None pads to the longest
+      prompt and truncates nothing.
+    max_response_tokens: R, EOS included (TRL's `max_completion_length`); None as above.
     list_size: K; None pads to the longest list in the batch. A longer list is an error.
-    prompt_overflow: `keep_end` (default), `keep_start` or `drop` for prompts longer than P.
-    response_overflow: `keep_start` (default), `keep_end` or `drop` for responses longer than R.
+    prompt_overflow: `keep_end` (default) keeps the prompt's end, `keep_start` its start,
+      `drop` drops the record, for prompts longer than P.
+    response_overflow: `keep_start` (default), `keep_end` or `drop` for responses longer than R
+      (or than L minus the prompt).
     add_bos: prepend the tokenizer's BOS to prompts when it has one.
     append_eos: append the tokenizer's EOS to responses when it has one.
+    max_length: L, prompt + response tokens of one sequence (TRL's `max_length`); None for
+      P + R. Each response is cut to `L − its prompt's length` by `response_overflow`; rows are
+      `min(P + R, L)` long. Needs `max_prompt_tokens < L`; without P, prompts are cut to L − 1.
   Fix all three sizes for static shapes (one compilation of the train step).
   """
 
@@ -59,19 +77,46 @@ class BatchConfig:
   response_overflow: str = "keep_start"
   add_bos: bool = True
   append_eos: bool = True
+  max_length: Optional[int] = None
 
   def __post_init__(self):
     for name in ("prompt_overflow", "response_overflow"):
       if getattr(self, name) not in _OVERFLOW:
         raise ValueError(f"BatchConfig.{name}={getattr(self, name)!r}; expected one of {_OVERFLOW}")
-    for name in ("max_prompt_tokens", "max_response_tokens", "list_size"):
+    for name in ("max_prompt_tokens", "max_response_tokens", "list_size", "max_length"):
       value = getattr(self, name)
       if value is not None and value < 1:
         raise ValueError(f"BatchConfig.{name}={value}; expected None or >= 1")
     bos = 1 if self.add_bos else 0
-    if self.max_prompt_tokens is not None and self.max_prompt_tokens <= bos:
+    prompt_limit = self.prompt_limit
+    if prompt_limit is not None and prompt_limit <= bos:
+      raise ValueError(f"BatchConfig.max_prompt_tokens={self.max_prompt_tokens} and "
+                       f"max_length={self.max_length} leave no room for prompt text after BOS")
+    if None not in (self.max_length, self.max_prompt_tokens) and (
+        self.max_prompt_tokens >= self.max_length):
       raise ValueError(f"BatchConfig.max_prompt_tokens={self.max_prompt_tokens} leaves no room "
-                       "for prompt text after BOS")
+                       f"for a response in max_length={self.max_length}")
+
+  @property
+  def prompt_limit(self) -> Optional[int]:
+    """Prompt tokens kept, BOS included: P, or L − 1 when only `max_length` is set."""
+    if self.max_prompt_tokens is None and self.max_length is not None:
+      return self.max_length - 1
+    return self.max_prompt_tokens
+
+  @classmethod
+  def from_trl(cls, *, max_prompt_length: Optional[int] = None,
+               max_completion_length: Optional[int] = None, max_length: Optional[int] = None,
+               **kwargs) -> "BatchConfig":
+    """A config from TRL's length names (`DPOConfig.max_prompt_length`, `max_completion_length`,
+    `max_length`) and any other field; the default cuts are TRL's (prompt keeps its end,
+    completion its start)."""
+    return cls(max_prompt_tokens=max_prompt_length, max_response_tokens=max_completion_length,
+               max_length=max_length, **kwargs)
+
+  def row_length(self, p: int, r: int) -> int:
+    """T for prompts of P = `p` and responses of R = `r` tokens: `P + R`, at most `max_length`."""
+    return p + r if self.max_length is None else min(p + r, self.max_length)
 
 
 def truncate(ids: Sequence[int], limit: Optional[int], policy: str
@@ -85,31 +130,69 @@ def truncate(ids: Sequence[int], limit: Optional[int], policy: str
   return (ids[:limit] if policy == "keep_start" else ids[len(ids) - limit:]), True
 
 
-def tokenize_record(record: Mapping[str, Any], tokenizer, config: BatchConfig = BatchConfig()
+Render = Callable[..., str]  # render(messages, *, add_generation_prompt: bool) -> str
+
+
+def render_conversation(record: Mapping[str, Any], render: Render) -> dict:
+  """A conversational record as text: the prompt and each response rendered by a chat template.
+
+  TRL's rule for preference data: `prompt = render(prompt_messages, add_generation_prompt=True)`
+  and response k is what `render(prompt_messages + response_k, add_generation_prompt=False)` adds
+  after it. The prompt text is the common prefix of these K + 1 renderings (TRL does the same for
+  templates that render the last assistant turn differently), so prompt + response k is always
+  exactly the full rendering k.
+
+  Args:
+    record: `{"prompt": list[message], "responses": list[list[message]], ...}`.
+    render: e.g. `functools.partial(tokenizers.apply_chat_template, tokenizer, template=...,
+      tokenize=False)`.
+  Returns:
+    The record with `prompt` a string and `responses` strings; other keys unchanged.
+  """
+  prompt = list(record["prompt"])
+  full = [render(prompt + list(r), add_generation_prompt=False) for r in record["responses"]]
+  text = os.path.commonprefix([render(prompt, add_generation_prompt=True)] + full)
+  return dict(record, prompt=text, responses=[f[len(text):] for f in full])
+
+
+def tokenize_record(record: Mapping[str, Any], tokenizer, config: BatchConfig = BatchConfig(),
+                    *, render: Optional[Render] = None
                     ) -> tuple[Optional[dict], dict[str, int]]:
   """Tokenizes one canonical record under the length policy.
 
   Args:
     record: `{"prompt": str, "responses": list[str], "scores": list[float]}`, optionally with
-      `"ref_logps": list[float]` (cached reference log-probs, batched as `ref_logps [B, K]`).
+      `"ref_logps": list[float]` (cached reference log-probs, batched as `ref_logps [B, K]`); or a
+      conversational record (message lists), rendered by `render` first.
     tokenizer: `encode`, `bos_id`, `eos_id` as in docs/interfaces.md#tokenizers.
     config: lengths and policy.
+    render: the chat template of conversational records (`render_conversation`).
   Returns:
     `(example, events)`: example `{"prompt": int32 [p], "responses": tuple of int32 [r_k],
     "labels": float32 [K]}` or None when dropped; events counts `truncated_prompts`,
     `truncated_responses`, `dropped_long_prompt`, `dropped_long_response`.
   Raises:
-    ValueError: a prompt with no token, or more responses than `config.list_size`.
+    ValueError: a prompt with no token, more responses than `config.list_size`, or a
+      conversational record without `render`.
   """
+  if not isinstance(record["prompt"], str):
+    if render is None:
+      raise ValueError("a conversational record (message lists) needs a chat template: pass "
+                       "render=... (see batching.render_conversation)")
+    record = render_conversation(record, render)
   responses, scores = record["responses"], record["scores"]
   if config.list_size is not None and len(responses) > config.list_size:
     raise ValueError(f"record has {len(responses)} responses but BatchConfig.list_size="
                      f"{config.list_size}: {record['prompt'][:60]!r}")
-  bos = [tokenizer.bos_id] if config.add_bos and tokenizer.bos_id is not None else []
+  prompt = tokenizer.encode(record["prompt"])
+  rendered_bos = tokenizer.bos_id is not None and prompt[:1] == [tokenizer.bos_id]
+  prompt = prompt[1:] if rendered_bos else prompt  # a template's BOS: kept once, never cut
+  bos = [tokenizer.bos_id] if rendered_bos or (
+      config.add_bos and tokenizer.bos_id is not None) else []
   eos = [tokenizer.eos_id] if config.append_eos and tokenizer.eos_id is not None else []
   events = {}
-  limit = None if config.max_prompt_tokens is None else config.max_prompt_tokens - len(bos)
-  prompt, cut = truncate(tokenizer.encode(record["prompt"]), limit, config.prompt_overflow)
+  limit = None if config.prompt_limit is None else config.prompt_limit - len(bos)
+  prompt, cut = truncate(prompt, limit, config.prompt_overflow)
   if prompt is None:
     return None, {"dropped_long_prompt": 1}
   events["truncated_prompts"] = int(cut)
@@ -117,10 +200,12 @@ def tokenize_record(record: Mapping[str, Any], tokenizer, config: BatchConfig = 
   if not prompt:
     raise ValueError(f"prompt {record['prompt']!r} has no token and the tokenizer no BOS; "
                      "use DataPolicy(empty_prompt='drop_record') or a tokenizer with a BOS")
+  limit = config.max_response_tokens
+  if config.max_length is not None:
+    limit = min(limit or config.max_length, config.max_length - len(prompt))
   tokenized = []
   for response in responses:
-    ids, cut = truncate(tokenizer.encode(response) + eos, config.max_response_tokens,
-                        config.response_overflow)
+    ids, cut = truncate(tokenizer.encode(response) + eos, limit, config.response_overflow)
     if ids is None:
       return None, {"dropped_long_response": 1}
     events["truncated_responses"] = events.get("truncated_responses", 0) + int(cut)
@@ -133,7 +218,8 @@ def tokenize_record(record: Mapping[str, Any], tokenizer, config: BatchConfig = 
 
 
 def _sizes(examples: Sequence[Mapping[str, Any]], config: BatchConfig) -> tuple[int, int, int]:
-  """`(P, R, K)`: the configured sizes, or the batch maxima where None; checks every example."""
+  """`(P, R, K)`: the configured sizes, or the batch maxima where None; checks every example
+  (and that prompt + response fits `config.max_length`)."""
   longest = lambda values: max(values, default=1)
   p = config.max_prompt_tokens or longest(len(e["prompt"]) for e in examples)
   r = config.max_response_tokens or longest(len(x) for e in examples for x in e["responses"])
@@ -146,6 +232,9 @@ def _sizes(examples: Sequence[Mapping[str, Any]], config: BatchConfig) -> tuple[
                        f"labels; expected equal and <= {k}")
     if any(len(x) > r for x in e["responses"]):
       raise ValueError(f"example {b}: a response is longer than {r} tokens")
+    if any(len(e["prompt"]) + len(x) > config.row_length(p, r) for x in e["responses"]):
+      raise ValueError(f"example {b}: prompt + response is longer than max_length="
+                       f"{config.max_length}")
   return p, r, k
 
 
@@ -201,11 +290,11 @@ def collate(examples: Sequence[Mapping[str, Any]], *, config: BatchConfig = Batc
     config: P, R, K (batch maxima where None).
     pad_id: the padding id (the tokenizer's `pad_id`).
   Returns:
-    The dict of the module docstring; `tokens` etc. are `[B, K, P + R]`.
+    The dict of the module docstring; `tokens` etc. are `[B, K, T]`, T = `config.row_length(P, R)`.
   """
   p, r, k = _sizes(examples, config)
   batch = _list_arrays(examples, p, r, k, pad_id)
-  rows = _row_arrays((len(examples), k, p + r), pad_id)
+  rows = _row_arrays((len(examples), k, config.row_length(p, r)), pad_id)
   empty = np.zeros((0,), np.int32)
   for b, e in enumerate(examples):
     for j in range(k):
@@ -224,7 +313,7 @@ def pack(examples: Sequence[Mapping[str, Any]], *, config: BatchConfig = BatchCo
 
   Args:
     examples, config, pad_id: as in `collate`.
-    row_length: L, default P + R.
+    row_length: L, default `config.row_length(P, R)` (P + R, at most `max_length`).
     num_rows: N; None uses as many rows as needed. Too few rows is an error.
   Returns:
     The list keys of `collate` (`prompt_tokens`, ..., `where`), `tokens`, `segment_ids`,
@@ -233,9 +322,9 @@ def pack(examples: Sequence[Mapping[str, Any]], *, config: BatchConfig = BatchCo
     per-token values back to `[B, K]`.
   """
   p, r, k = _sizes(examples, config)
-  length = row_length or p + r
-  if length < p + r:
-    raise ValueError(f"row_length={length} is shorter than P + R = {p + r}")
+  length = row_length or config.row_length(p, r)
+  if length < config.row_length(p, r):
+    raise ValueError(f"row_length={length} is shorter than T = {config.row_length(p, r)}")
   batch = _list_arrays(examples, p, r, k, pad_id)
   batch["pack_row"] = np.zeros((len(examples), k), np.int32)
   batch["pack_segment"] = np.zeros((len(examples), k), np.int32)
@@ -285,7 +374,9 @@ def mismatched_batch(batch: Mapping[str, Any], *, pad_id: int = 0) -> dict[str, 
   row's) and rebuilds the rows around the unchanged prompts, so the result is exactly
   `collate([{prompt_i, responses_{i−1}}])`: `tokens[b, k] = prompt_b ++ response_{b−1, k} ++
   pad`, segment 1 and positions 0.. on the sequence, `completion_mask` on the response. A padded
-  slot of row b − 1 stays padded (`where`, `response_lengths`, `labels` rotate with it). Written
+  slot of row b − 1 stays padded (`where`, `response_lengths`, `labels` rotate with it). When
+  T < P + R (`BatchConfig.max_length`), a response that no longer fits after prompt b keeps its
+  first `T − prompt_lengths[b]` tokens, as `tokenize_record` cuts it. Written
   in jnp so the trainer builds it inside the jitted step from the *global* batch (numpy inputs
   work too); packed batches (`pack`) are not supported.
 
@@ -304,6 +395,8 @@ def mismatched_batch(batch: Mapping[str, Any], *, pad_id: int = 0) -> dict[str, 
   roll = lambda key: jnp.roll(jnp.asarray(batch[key]), 1, axis=0)
   responses, response_lengths = roll("response_tokens"), roll("response_lengths")  # [B,K,R], [B,K]
   (b, k, r), (p, t) = responses.shape, (prompt.shape[1], batch["tokens"].shape[-1])
+  response_lengths = jnp.minimum(response_lengths, t - prompt_lengths[..., 0])  # max_length
+  responses = jnp.where(jnp.arange(r) < response_lengths[..., None], responses, pad_id)
   pos = jnp.arange(t)[None, None, :]  # [1, 1, T]
   in_prompt = jnp.broadcast_to(pos < prompt_lengths, (b, k, t))
   in_response = (pos >= prompt_lengths) & (pos < prompt_lengths + response_lengths[..., None])

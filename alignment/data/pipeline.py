@@ -31,7 +31,9 @@ from alignment.data import formats
 
 
 def _canonical(example: Mapping[str, Any]) -> dict:
-  """A record as stored (TFDS gives `bytes` texts and numpy scores) -> `str` texts, float scores."""
+  """A record as stored (TFDS gives `bytes` texts and numpy scores) -> `str` texts, float scores.
+
+  Message lists (conversational records) pass through unchanged."""
   text = lambda x: x.decode("utf-8") if isinstance(x, bytes) else x
   record = {"prompt": text(example["prompt"]),
             "responses": [text(r) for r in example["responses"]],
@@ -41,8 +43,8 @@ def _canonical(example: Mapping[str, Any]) -> dict:
   return record
 
 
-def _tokenize(example, *, tokenizer, config):
-  return batching.tokenize_record(_canonical(example), tokenizer, config)
+def _tokenize(example, *, tokenizer, config, render):
+  return batching.tokenize_record(_canonical(example), tokenizer, config, render=render)
 
 
 def preference_dataset(
@@ -60,6 +62,7 @@ def preference_dataset(
     collate_fn: Callable[..., dict] = batching.collate,
     stats: Optional[Mapping[str, Any]] = None,
     read_options: Optional[grain.ReadOptions] = None,
+    render: Optional[batching.Render] = None,
 ) -> grain.IterDataset:
   """A grain dataset of batches in the layout of docs/interfaces.md#batches.
 
@@ -79,6 +82,7 @@ def preference_dataset(
     collate_fn: `batching.collate`, or e.g. `functools.partial(batching.pack, num_rows=N)`.
     stats: bad-input counts of the source (`DataStats.to_json()`), added to `iterator.stats()`.
     read_options: grain reader threads and prefetch; default 1 thread, 64 examples ahead.
+    render: the chat template of conversational records (`batching.render_conversation`).
   Returns:
     A `grain.IterDataset`; its iterators have `get_state`, `set_state` and `stats`.
   """
@@ -97,7 +101,7 @@ def preference_dataset(
   if shuffle:
     ds = ds.shuffle(seed=seed)
   ds = ds.repeat(num_epochs)
-  ds = ds.map(functools.partial(_tokenize, tokenizer=tokenizer, config=config))
+  ds = ds.map(functools.partial(_tokenize, tokenizer=tokenizer, config=config, render=render))
   ds = ds.to_iter_dataset(
       read_options or grain.ReadOptions(num_threads=1, prefetch_buffer_size=64))
   collate = functools.partial(collate_fn, config=config, pad_id=tokenizer.pad_id)

@@ -42,6 +42,9 @@ class Train:
   `reference`: "cache" (reference log-probs computed once, in batches of
   `reference_batch_size`, and cached on disk), "forward" (a frozen reference forward in the
   step), "lora" (the LoRA base with adapters off) or "none" (reference-free objectives).
+  `data_layout`: a layout of `alignment.data.formats.LAYOUTS`, or "auto" (detected and said);
+  `pairs`: how a pairwise objective pairs graded lists (`formats.BINARIZE_RULES`:
+  "best_vs_worst", "best_vs_random", "all_pairs"; `docs/data.md`).
   `curriculum`: "" or "rank"/"gap" (Curry-DPO stages of pairs, easy to hard); `online_rounds`:
   N > 0 rounds of sampling from the current policy (the `preferences` section) and training;
   `refresh_reference`: between stages or rounds the trained model becomes the next reference.
@@ -62,6 +65,8 @@ class Train:
   checkpoint_every: int = 100
   keep_checkpoints: int = 2
   lora: Lora = Lora()
+  data_layout: str = "auto"
+  pairs: str = "best_vs_worst"
   curriculum: str = ""
   online_rounds: int = 0
   refresh_reference: bool = True
@@ -87,31 +92,40 @@ class Result:
   params_path: str
 
 
-def data_layout(path: str) -> str:
-  """"unpaired" when the first row of `path` has a `completion` (KTO-style thumbs data:
-  `prompt`, `completion`, `label` 1 desirable / 0 undesirable), else "listwise"."""
-  for _, row in formats.read_rows(path):
-    return "unpaired" if isinstance(row, dict) and "completion" in row else "listwise"
-  raise ValueError(f"No rows in {path}.")
+def read_preferences(path: str, workdir: str, *, layout: str = "auto", pairs: str = "",
+                     seed: int = 0) -> tuple[list[dict], dict]:
+  """Records of `path` under the default bad-input policy; with `pairs` (a rule of
+  `formats.BINARIZE_RULES`) graded lists of more than two responses become pairs for a pairwise
+  objective (data that is already pairs is left as it is).
 
-
-def read_preferences(path: str, workdir: str) -> tuple[list[dict], dict]:
-  """Records (listwise, or unpaired: one response each) of `path` under the default bad-input
-  policy; the counts are written to `workdir/data_stats.json` and what was dropped is printed."""
+  `layout="auto"` detects the layout (`formats.detect_layout`) and says which; the counts of the
+  bad-input policy and of the binarisation are written to `workdir/data_stats.json`, and what
+  was dropped or paired is printed.
+  """
   if not path:
     raise ValueError("train.data is empty: set it to a preference file (--config.train.data=...).")
+  if layout == "auto":
+    layout, line = formats.detect_layout(path)
+    print(f"[train] {path}: {line}", flush=True)
   stats = formats.DataStats()
-  records = list(formats.read_records(path, layout=data_layout(path), stats=stats))
+  records = list(formats.read_records(path, layout=layout, stats=stats))
+  if pairs and any(len(r["responses"]) > 2 for r in records):  # pairs stay as they are
+    lists = len(records)
+    records = formats.binarize(records, pairs, seed, stats=stats)
+    print(f"[train] {path}: {lists} lists -> {len(records)} pairs ({pairs}; a pairwise "
+          "objective; train.pairs sets the rule)", flush=True)
   if not records:
-    raise ValueError(f"No usable preference lists in {path} (counts: {dict(stats.counts)}).")
+    raise ValueError(f"No usable preference records in {path} (counts: {dict(stats.counts)}).")
   os.makedirs(workdir, exist_ok=True)
   stats_path = os.path.join(workdir, DATA_STATS_FILE)
   with open(stats_path, "w", encoding="utf-8") as f:
     json.dump(stats.to_json(), f, indent=2)
-  problems = {k: n for k, n in stats.counts.items() if k not in ("read_records", "kept_records")}
+  problems = {k: n for k, n in stats.counts.items()
+              if k not in ("read_records", "kept_records") and not k.startswith("binarize_")}
   if problems:  # the bad-input policy dropped or repaired something: say so, not only on disk
-    print(f"[train] {path}: kept {len(records)} of {stats.counts.get('read_records', '?')} "
-          f"records ({', '.join(f'{k} {n}' for k, n in sorted(problems.items()))}; details in "
+    print(f"[train] {path}: kept {stats.counts.get('kept_records', 0)} of "
+          f"{stats.counts.get('read_records', '?')} records "
+          f"({', '.join(f'{k} {n}' for k, n in sorted(problems.items()))}; details in "
           f"{stats_path})", flush=True)
   return records, stats.to_json()
 
@@ -185,13 +199,15 @@ def train_stage(config: Config, workdir: str, *, task, model_config, records: li
   return lora.merge(init_params, state.params) if use_lora else state.params
 
 
-def _online_records(config: Config, stage_dir: str, policy: str, round_index: int) -> list[dict]:
+def _online_records(config: Config, stage_dir: str, policy: str, round_index: int,
+                    pairs: str) -> list[dict]:
   """Fresh lists sampled from `policy` and rated (the `preferences` section), read back."""
   prefs = preferences_lib.run(
       config_lib.replace_in(config_lib.select(preferences_lib.Config, config), "preferences",
                             policy=policy, seed_offset=round_index),
       os.path.join(stage_dir, "preferences"))
-  return read_preferences(prefs.path, stage_dir)[0]
+  return read_preferences(prefs.path, stage_dir, layout="listwise", pairs=pairs,
+                          seed=config.seed + round_index)[0]
 
 
 def run(config: Config, workdir: str) -> Result:
@@ -216,12 +232,14 @@ def run(config: Config, workdir: str) -> Result:
   spec = objective.check_objective_supported(config.loss.name, cfg.reference)
   init_params = setup.load_params(runs.init_model(model_config, config.seed), cfg.init)
   stages: list[Optional[list[dict]]]
+  pairs = cfg.pairs if spec.family == "pairwise" and not cfg.curriculum else ""
   if cfg.online_rounds > 0:
     if cfg.curriculum:
       raise ValueError("train.online_rounds and train.curriculum cannot be combined.")
     stages = [None] * cfg.online_rounds
   else:
-    records, _ = read_preferences(cfg.data, workdir)
+    records, _ = read_preferences(cfg.data, workdir, layout=cfg.data_layout, pairs=pairs,
+                                  seed=config.seed)
     if cfg.curriculum:
       if spec.family != "pairwise":
         raise ValueError(f"train.curriculum builds pairs; {config.loss.name!r} is not pairwise.")
@@ -234,13 +252,13 @@ def run(config: Config, workdir: str) -> Result:
     stage_dir = workdir if len(stages) == 1 else os.path.join(workdir, f"stage_{i}")
     if stage_records is None:  # online: fresh preferences from the current policy
       policy = cfg.init if i == 0 else os.path.join(workdir, f"stage_{i - 1}")
-      stage_records = _online_records(config, stage_dir, policy, i)
+      stage_records = _online_records(config, stage_dir, policy, i, pairs)
     list_size = max(len(r["responses"]) for r in stage_records)
     if spec.family == "pairwise" and list_size != 2:
       raise ValueError(
-          f"Objective {config.loss.name!r} is pairwise but the data has lists of up to "
-          f"{list_size} responses; use a listwise objective or train.curriculum='rank'."
-      )
+          f"Objective {config.loss.name!r} is pairwise but the data has "
+          f"{list_size}-response records; unpaired (thumbs) data trains the pointwise "
+          "objectives (kto, bco, ...).")
     params = train_stage(
         config, stage_dir, task=task, model_config=model_config, records=stage_records,
         init_params=params, reference_params=reference,

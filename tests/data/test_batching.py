@@ -195,3 +195,117 @@ def test_packed_sums_equal_the_unpacked_sums(raw, row_length):
   assert packed["tokens"].shape[1] == row_length
   assert (packed["segment_ids"] > 0).sum() == (flat["segment_ids"] > 0).sum() - (
       (~flat["where"]) * flat["prompt_lengths"][:, None]).sum()
+
+
+# ---------------------------------------------------------------------- TRL's lengths, max_length
+
+
+def test_defaults_are_trls_convention_by_name():
+  assert batching.BatchConfig.from_trl(max_prompt_length=4, max_completion_length=3,
+                                       max_length=6, list_size=2) == batching.BatchConfig(
+                                           max_prompt_tokens=4, max_response_tokens=3,
+                                           list_size=2, max_length=6)
+  default = batching.BatchConfig()
+  assert (default.prompt_overflow, default.response_overflow) == ("keep_end", "keep_start")
+
+
+def test_max_length_cuts_the_response_after_the_prompt():
+  record = {"prompt": "abcde", "responses": ["fgh", "i"], "scores": [1.0, 0.0]}
+  config = batching.BatchConfig(max_prompt_tokens=4, max_response_tokens=5, max_length=6)
+  example, events = batching.tokenize_record(record, _Tokenizer(), config)
+  # Prompt: BOS + its last 3 tokens [c, d, e] = [1, 5, 6, 7]. Responses: at most 6 − 4 = 2
+  # tokens, their start: "fgh"+EOS = [8, 9, 10, 2] -> [8, 9]; "i"+EOS = [11, 2] fits.
+  np.testing.assert_array_equal(example["prompt"], [1, 5, 6, 7])
+  assert [r.tolist() for r in example["responses"]] == [[8, 9], [11, 2]]
+  assert events == {"truncated_prompts": 1, "truncated_responses": 1}
+  # Rows are min(P + R, L) = min(4 + 5, 6) = 6 long.
+  batch = batching.collate([example], config=config)
+  np.testing.assert_array_equal(batch["tokens"], [[[1, 5, 6, 7, 8, 9], [1, 5, 6, 7, 11, 2]]])
+  assert batch["response_tokens"].shape == (1, 2, 5)
+  assert batching.pack([example], config=config)["tokens"].shape == (2, 6)
+  # A short prompt leaves more room: "a" -> [1, 3], responses up to 4 tokens.
+  example, events = batching.tokenize_record(dict(record, prompt="a"), _Tokenizer(), config)
+  assert [r.tolist() for r in example["responses"]] == [[8, 9, 10, 2], [11, 2]]
+  assert events == {}
+  with pytest.raises(ValueError, match="longer than max_length=6"):
+    batching.collate([_example([1, 2, 3], [4, 5, 6, 7])], config=config)
+
+
+def test_max_length_alone_cuts_prompts_to_leave_one_response_token():
+  record = {"prompt": "abcde", "responses": ["fg"], "scores": [1.0]}
+  config = batching.BatchConfig(max_length=4)
+  example, events = batching.tokenize_record(record, _Tokenizer(), config)
+  # Prompt: L − 1 = 3 tokens, BOS + [d, e]; response: 4 − 3 = 1 token of [f, g, EOS].
+  np.testing.assert_array_equal(example["prompt"], [1, 6, 7])
+  assert [r.tolist() for r in example["responses"]] == [[8]]
+  assert events == {"truncated_prompts": 1, "truncated_responses": 1}
+  drop = batching.BatchConfig(max_length=4, response_overflow="drop")
+  assert batching.tokenize_record(record, _Tokenizer(), drop) == (
+      None, {"dropped_long_response": 1})
+  with pytest.raises(ValueError, match="no room for a response in max_length=4"):
+    batching.BatchConfig(max_prompt_tokens=4, max_length=4)
+  with pytest.raises(ValueError, match="no room for prompt text"):
+    batching.BatchConfig(max_length=2)
+
+
+def test_mismatched_batch_keeps_max_length():
+  # Row 0: prompt [1], response [4, 5, 6, 7]; row 1: prompt [1, 2, 3, 4], response [8].
+  # L = 5: row 1 takes row 0's response after its 4 prompt tokens: 1 token fits, [4].
+  config = batching.BatchConfig(max_prompt_tokens=4, max_response_tokens=4, max_length=5)
+  batch = batching.collate([_example([1], [4, 5, 6, 7], labels=[1]),
+                            _example([1, 2, 3, 4], [8], labels=[0])], config=config)
+  out = batching.mismatched_batch(batch)
+  np.testing.assert_array_equal(out["tokens"], [[[1, 8, 0, 0, 0]], [[1, 2, 3, 4, 4]]])
+  np.testing.assert_array_equal(out["response_lengths"], [[1], [1]])
+  np.testing.assert_array_equal(out["response_tokens"], [[[8, 0, 0, 0]], [[4, 0, 0, 0]]])
+  np.testing.assert_array_equal(out["completion_mask"], [[[0, 1, 0, 0, 0]], [[0, 0, 0, 0, 1]]])
+
+
+# -------------------------------------------------------------------------- conversational
+
+
+def _render(messages, *, add_generation_prompt):
+  """Test-local chat template: `<role>content` per message, `<assistant>` to generate."""
+  text = "".join(f"<{m['role']}>{m['content']}" for m in messages)
+  return text + ("<assistant>" if add_generation_prompt else "")
+
+
+CONVERSATION = {"prompt": [{"role": "user", "content": "hi"}],
+                "responses": [[{"role": "assistant", "content": "yo"}],
+                              [{"role": "assistant", "content": "no"}]],
+                "scores": [1.0, 0.0]}
+
+
+def test_render_conversation_like_trl():
+  assert batching.render_conversation(CONVERSATION, _render) == {
+      "prompt": "<user>hi<assistant>", "responses": ["yo", "no"], "scores": [1.0, 0.0]}
+
+  def newline_prompt(messages, *, add_generation_prompt):  # generation prompt != last turn's
+    return _render(messages, add_generation_prompt=False) + (
+        "<assistant>\n" if add_generation_prompt else "")
+
+  # The prompt is the common prefix of the renderings ("\n" is not in the full ones), so prompt
+  # + response is the full rendering.
+  assert batching.render_conversation(CONVERSATION, newline_prompt) == {
+      "prompt": "<user>hi<assistant>", "responses": ["yo", "no"], "scores": [1.0, 0.0]}
+
+
+def test_conversational_records_are_tokenized_through_the_template():
+  example, _ = batching.tokenize_record(CONVERSATION, _Tokenizer(), render=_render)
+  text, _ = batching.tokenize_record(batching.render_conversation(CONVERSATION, _render),
+                                     _Tokenizer())
+  np.testing.assert_array_equal(example["prompt"], text["prompt"])
+  assert [r.tolist() for r in example["responses"]] == [[27, 17, 2], [16, 17, 2]]  # y o, n o
+  with pytest.raises(ValueError, match="needs a chat template: pass render="):
+    batching.tokenize_record(CONVERSATION, _Tokenizer())
+
+
+def test_a_bos_rendered_by_the_template_is_not_doubled_nor_cut():
+  # "_" encodes to 1, the BOS id of the test tokenizer.
+  record = {"prompt": "_abc", "responses": ["d"], "scores": [1.0]}
+  example, _ = batching.tokenize_record(record, _Tokenizer())
+  np.testing.assert_array_equal(example["prompt"], [1, 3, 4, 5])
+  example, events = batching.tokenize_record(
+      record, _Tokenizer(), batching.BatchConfig(max_prompt_tokens=2, add_bos=False))
+  np.testing.assert_array_equal(example["prompt"], [1, 5])
+  assert events == {"truncated_prompts": 1}

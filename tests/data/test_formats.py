@@ -275,3 +275,266 @@ def test_no_valid_record_is_lost(rows):
     assert len(set(record["responses"])) == len(record["responses"])
     assert all(r.strip() for r in record["responses"])
     assert all(math.isfinite(s) for s in record["scores"]) and len(set(record["scores"])) > 1
+
+
+# ------------------------------------------------------------- implicit and conversational layouts
+
+
+def user(content):
+  return {"role": "user", "content": content}
+
+
+def assistant(content):
+  return {"role": "assistant", "content": content}
+
+
+def test_implicit_prompt_strings_by_trls_rule():
+  records, stats = read("pairwise_implicit.jsonl", "pairwise_implicit")
+  assert records == [
+      # First difference at "b"/"g" (index 11) after a space: the space goes to the completions.
+      {"prompt": "The sky is", "responses": [" blue.", " green."], "scores": [1.0, 0.0]},
+      # First difference at index 4, after "=": no shift.
+      {"prompt": "2+2=", "responses": ["4", "5"], "scores": [1.0, 0.0]},
+      # "Hi there" is a prefix of "Hi there!": the cut is at its last index (7).
+      {"prompt": "Hi ther", "responses": ["e", "e!"], "scores": [1.0, 0.0]},
+  ]
+  # "Yes" / "No" differ at index 0: empty prompt, dropped by the default policy.
+  assert stats.counts["empty_prompt"] == 1
+  assert stats.locations["empty_prompt"] == [path("pairwise_implicit.jsonl") + ":line 4"]
+
+
+def test_extract_prompt_on_messages_and_strings():
+  chosen = [user("a"), assistant("b"), user("c"), assistant("d")]
+  rejected = [user("a"), assistant("b"), user("c"), assistant("e")]
+  assert formats.extract_prompt(chosen, rejected) == (chosen[:3], chosen[3:], rejected[3:])
+  assert formats.extract_prompt("x y", "x z") == ("x", " y", " z")
+  with pytest.raises(ValueError, match="non-empty"):
+    formats.extract_prompt("", "a")
+
+
+def test_conversational_explicit_prompt_keeps_the_messages():
+  records, _ = read("conversational.jsonl", "conversational")
+  assert records == [
+      {"prompt": [user("What color is the sky?")],
+       "responses": [[assistant("It is blue.")], [assistant("It is green.")]],
+       "scores": [1.0, 0.0]},
+      {"prompt": [{"role": "system", "content": "Be brief."}, user("2+2?")],
+       "responses": [[assistant("4")], [assistant("5")]], "scores": [1.0, 0.0]},
+  ]
+
+
+def test_conversational_implicit_prompt_is_the_shared_leading_messages():
+  records, _ = read("conversational_implicit.jsonl", "conversational")
+  assert records[0] == {"prompt": [user("What color is the sky?")],
+                        "responses": [[assistant("It is blue.")], [assistant("It is green.")]],
+                        "scores": [1.0, 0.0]}
+  assert records[1]["prompt"] == [user("1+1?"), assistant("2"), user("And 2+2?")]
+  assert records[1]["responses"] == [[assistant("4")], [assistant("5")]]
+  # ultrafeedback_binarized: a string prompt beside conversational chosen/rejected is ignored.
+  binarized, _ = read("ultrafeedback_binarized.jsonl", "conversational")
+  assert binarized == records[:1]
+
+
+def test_unpaired_conversational():
+  records, stats = read("unpaired_conversational.jsonl", "unpaired_conversational")
+  assert records == [
+      {"prompt": [user("Greet me.")], "responses": [[assistant("Hello!")]], "scores": [1.0]},
+      {"prompt": [user("Greet me.")], "responses": [[assistant("Whatever.")]], "scores": [0.0]},
+  ]
+  # A completion whose only content is blank is an empty response.
+  assert stats.counts["empty_response"] == 1 and stats.counts["dropped_records"] == 1
+
+
+def test_conversational_policy_and_malformed_messages():
+  blank = {"prompt": [user("q")], "chosen": [assistant("a")], "rejected": [assistant(" ")]}
+  twice = {"prompt": [user("q")], "chosen": [assistant("a")], "rejected": [assistant("a")]}
+  stats = formats.DataStats()
+  assert list(formats.canonicalize([blank, twice], layout="conversational", stats=stats)) == []
+  assert (stats.counts["empty_response"], stats.counts["duplicate_response"]) == (1, 1)
+  bad = {"prompt": [user("q")], "chosen": [{"content": "a"}], "rejected": [assistant("b")]}
+  with pytest.raises(formats.FormatError, match=r"record 0: 'chosen' must be a list of \{role"):
+    list(formats.canonicalize([bad], layout="conversational"))
+
+
+def test_listwise_message_lists_round_trip():
+  record = {"prompt": [user("q")], "responses": [[assistant("a")], [assistant("b")]],
+            "scores": [0.0, 2.0]}
+  assert list(formats.canonicalize([record], layout="listwise")) == [record]
+  with pytest.raises(formats.FormatError, match="must be a list of"):
+    list(formats.canonicalize([dict(record, responses=["a", "b"])], layout="listwise"))
+
+
+def test_parquet_messages_drop_the_null_fields_of_other_messages(tmp_path):
+  import pyarrow as pa  # pylint: disable=g-import-not-at-top
+  import pyarrow.parquet as pq  # pylint: disable=g-import-not-at-top
+
+  rows = [{"prompt": [dict(user("q"), name="ann")], "chosen": [assistant("a")],
+           "rejected": [assistant("b")]}]
+  pq.write_table(pa.Table.from_pylist(rows), tmp_path / "c.parquet")
+  records = list(formats.read_records(tmp_path / "c.parquet", layout="auto"))
+  assert records == [{"prompt": [dict(user("q"), name="ann")],
+                      "responses": [[assistant("a")], [assistant("b")]], "scores": [1.0, 0.0]}]
+
+
+# ------------------------------------------------------------------------------------ detection
+
+
+@pytest.mark.parametrize("name, layout, reason", [
+    ("pairwise.jsonl", "pairwise", "keys prompt, chosen, rejected as strings"),
+    ("pairwise.parquet", "pairwise", "keys prompt, chosen, rejected as strings"),
+    ("pairwise_bad.jsonl", "pairwise", "keys prompt, chosen, rejected as strings"),
+    ("pairwise_implicit.jsonl", "pairwise_implicit",
+     "keys chosen, rejected as strings, no prompt: the prompt is their shared prefix"),
+    ("hh_rlhf.jsonl", "transcript",
+     "keys chosen, rejected as transcripts holding '\\n\\nAssistant:', no prompt"),
+    ("conversational.jsonl", "conversational", "keys chosen, rejected, prompt as message lists"),
+    ("conversational_implicit.jsonl", "conversational",
+     "keys chosen, rejected as message lists, no prompt messages: the prompt is their shared "
+     "leading messages"),
+    ("ultrafeedback_binarized.jsonl", "conversational",
+     "keys chosen, rejected as message lists, no prompt messages: the prompt is their shared "
+     "leading messages"),
+    ("listwise.jsonl", "listwise", "keys prompt, responses, scores"),
+    ("ultrafeedback.jsonl", "ultrafeedback",
+     "keys instruction, completions as objects with response and overall_score"),
+    ("ultrafeedback.parquet", "ultrafeedback",
+     "keys instruction, completions as objects with response and overall_score"),
+    ("unpaired.jsonl", "unpaired", "keys prompt, completion as strings, label"),
+    ("unpaired_conversational.jsonl", "unpaired_conversational",
+     "keys prompt, completion as message lists, label"),
+])
+def test_each_layout_is_detected_and_auto_reads_like_the_named_layout(name, layout, reason):
+  assert formats.detect_layout(path(name)) == (layout, f"layout: {layout} ({reason})")
+  skip = formats.DataPolicy(on_error="skip")
+  assert (list(formats.read_records(path(name), layout="auto", policy=skip))
+          == list(formats.read_records(path(name), layout=layout, policy=skip)))
+
+
+def test_detection_skips_rows_that_are_not_objects():
+  rows = [("f:line 1", formats.FormatError("bad")), ("f:line 2", {"prompt": "p", "completion": "c",
+                                                                  "label": 1})]
+  assert formats.detect_layout(rows)[0] == "unpaired"
+  assert formats.detect_layout([{"responses": [], "scores": []}])[0] == "listwise"
+
+
+def test_unknown_and_ambiguous_keys_are_clear_errors(tmp_path):
+  unknown = tmp_path / "qa.jsonl"
+  unknown.write_text(json.dumps({"question": "q", "answer": "a"}) + "\n")
+  with pytest.raises(formats.FormatError) as e:
+    formats.detect_layout(unknown)
+  message = str(e.value)
+  assert message.startswith(f"{unknown}:line 1: cannot detect the layout (no layout matches); "
+                            "the first row has keys ['answer', 'question']")
+  assert "pairwise: prompt, chosen, rejected (strings)" in message
+  assert "unpaired: prompt, completion (strings), label" in message
+  both = {"prompt": "p", "chosen": "a", "rejected": "b", "responses": ["a"], "scores": [1]}
+  with pytest.raises(formats.FormatError, match="several layouts match: pairwise, listwise"):
+    list(formats.canonicalize([both], layout="auto"))
+  empty = tmp_path / "empty.jsonl"
+  empty.write_text("\n")
+  with pytest.raises(formats.FormatError, match="empty.jsonl: no object row"):
+    formats.detect_layout(empty)
+
+
+def test_detection_follows_the_field_names():
+  fields = formats.Fields(prompt="question", chosen="good", rejected="bad")
+  row = {"question": "q", "good": "g", "bad": "b"}
+  assert formats.detect_layout([row], fields=fields) == (
+      "pairwise", "layout: pairwise (keys question, good, bad as strings)")
+
+
+# ---------------------------------------------------------------------------- datasets folders
+
+
+def save_to_disk(folder, rows, shards=1):
+  """A `Dataset.save_to_disk` folder written with pyarrow: Arrow IPC stream shards + state."""
+  import pyarrow as pa  # pylint: disable=g-import-not-at-top
+
+  os.makedirs(folder)
+  table = pa.Table.from_pylist(rows)
+  names = [f"data-{i:05d}-of-{shards:05d}.arrow" for i in range(shards)]
+  size = -(-len(rows) // shards)
+  for i, name in enumerate(names):
+    with pa.OSFile(os.path.join(folder, name), "wb") as sink:
+      with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table.slice(i * size, size), max_chunksize=1)
+  state = {"_data_files": [{"filename": n} for n in names], "_fingerprint": "0",
+           "_format_columns": None, "_format_kwargs": {}, "_format_type": None,
+           "_output_all_columns": False, "_split": None}
+  with open(os.path.join(folder, "state.json"), "w") as f:
+    json.dump(state, f)
+  with open(os.path.join(folder, "dataset_info.json"), "w") as f:
+    json.dump({"citation": "", "description": "", "features": {}}, f)
+
+
+def test_datasets_folder_and_dataset_dict_splits(tmp_path):
+  rows = [json.loads(line) for line in open(path("conversational_implicit.jsonl"))]
+  expected = list(formats.read_records(path("conversational_implicit.jsonl"), layout="auto"))
+  save_to_disk(tmp_path / "one", rows, shards=2)
+  assert list(formats.read_records(tmp_path / "one", layout="auto")) == expected
+  assert [where for where, _ in formats.read_rows(tmp_path / "one")] == [
+      f"{tmp_path / 'one'}:row 0", f"{tmp_path / 'one'}:row 1"]
+  # A DatasetDict: dataset_dict.json names the splits, one folder each.
+  save_to_disk(tmp_path / "dd" / "train", rows)
+  save_to_disk(tmp_path / "dd" / "test", rows[:1])
+  with open(tmp_path / "dd" / "dataset_dict.json", "w") as f:
+    json.dump({"splits": ["train", "test"]}, f)
+  assert list(formats.read_records(f"{tmp_path / 'dd'}:test", layout="auto")) == expected[:1]
+  assert list(formats.read_records(tmp_path / "dd", layout="conversational",
+                                   split="train")) == expected
+  assert formats.detect_layout(f"{tmp_path / 'dd'}:train")[0] == "conversational"
+  with pytest.raises(ValueError, match=r"DatasetDict with splits \['train', 'test'\]"):
+    list(formats.read_rows(tmp_path / "dd"))
+  with pytest.raises(ValueError, match="no state.json"):
+    list(formats.read_rows(tmp_path))
+
+
+# --------------------------------------------------------------------------------- binarisation
+
+LISTS = [
+    {"prompt": "p", "responses": ["a", "b", "c", "d"], "scores": [2.0, 5.0, 1.0, 5.0]},
+    {"prompt": "q", "responses": ["x", "y"], "scores": [1.0, 1.0]},
+    {"prompt": "r", "responses": ["u", "v", "w"], "scores": [0.0, 3.0, 1.0]},
+]
+
+
+def pair(prompt, chosen, rejected):
+  return {"prompt": prompt, "responses": [chosen, rejected], "scores": [1.0, 0.0]}
+
+
+def test_best_vs_worst_by_hand():
+  stats = formats.DataStats()
+  # "b" is the first best of p ("d" ties it), "c" its worst; q is all tied: no pair.
+  assert formats.binarize(LISTS, stats=stats) == [pair("p", "b", "c"), pair("r", "v", "u")]
+  assert stats.counts == {"binarize_lists": 3, "binarize_pairs": 2, "binarize_no_pair": 1}
+
+
+def test_all_pairs_by_hand():
+  stats = formats.DataStats()
+  assert formats.binarize(LISTS, "all_pairs", stats=stats) == [
+      pair("p", "a", "c"), pair("p", "b", "a"), pair("p", "b", "c"), pair("p", "d", "a"),
+      pair("p", "d", "c"),  # b and d tie: no pair between them
+      pair("r", "v", "u"), pair("r", "v", "w"), pair("r", "w", "u")]
+  assert stats.counts == {"binarize_lists": 3, "binarize_pairs": 8, "binarize_no_pair": 1}
+
+
+def test_best_vs_random_is_seeded_and_never_pairs_a_tie():
+  rejected = set()
+  for seed in range(20):
+    pairs = formats.binarize(LISTS, "best_vs_random", seed=seed)
+    assert pairs == formats.binarize(LISTS, "best_vs_random", seed=seed)
+    assert [p["responses"][0] for p in pairs] == ["b", "v"]
+    rejected.add(pairs[0]["responses"][1])
+    assert pairs[1]["responses"][1] in ("u", "w")
+  assert rejected == {"a", "c"}  # below "b"'s 5.0; "d" ties it
+
+
+def test_binarize_keeps_messages_and_checks_the_rule():
+  record = {"prompt": [user("q")], "responses": [[assistant("a")], [assistant("b")]],
+            "scores": [0.0, 2.0]}
+  assert formats.binarize([record]) == [
+      {"prompt": [user("q")], "responses": [[assistant("b")], [assistant("a")]],
+       "scores": [1.0, 0.0]}]
+  assert formats.binarize([{"prompt": "p", "responses": ["a"], "scores": [1.0]}]) == []
+  with pytest.raises(ValueError, match="unknown binarisation rule 'best'"):
+    formats.binarize(LISTS, "best")

@@ -109,11 +109,22 @@ def test_unknown_objective_is_a_clear_error(prepared, tmp_path):
     preference_training.run(replace_in(train_config(config), "loss", name="dpoo"), str(tmp_path))
 
 
-def test_pairwise_objective_on_lists_is_a_clear_error(prepared, tmp_path):
+@pytest.mark.parametrize("rule", ["best_vs_worst", "all_pairs"])
+def test_pairwise_objective_on_lists_trains_on_their_pairs(prepared, tmp_path, rule):
+  """DPO on K = 4 lists: the lists are binarised by `train.pairs` and the run trains on pairs."""
+  from alignment.data import formats  # pylint: disable=import-outside-toplevel
+
   _, config, _ = prepared
-  config = replace_in(train_config(config), "loss", name="dpo")
-  with pytest.raises(ValueError, match="pairwise but the data has lists"):
-    preference_training.run(config, str(tmp_path))
+  config = replace_in(train_config(config, num_steps=2, pairs=rule), "loss", name="dpo")
+  workdir = str(tmp_path / rule)
+  preference_training.run(config, workdir)
+  with open(os.path.join(workdir, "data_stats.json"), encoding="utf-8") as f:
+    counts = json.load(f)["counts"]
+  lists = list(formats.read_records(config.train.data, layout="listwise"))
+  expected = formats.binarize(lists, rule)
+  assert counts["binarize_lists"] == len(lists) and counts["binarize_pairs"] == len(expected)
+  assert len(expected) > len(lists) if rule == "all_pairs" else len(expected) <= len(lists)
+  assert [r["step"] for r in logs.read_metrics(workdir)] == [2]
 
 
 def test_cached_reference_logps_equal_a_reference_forward(prepared, tmp_path):

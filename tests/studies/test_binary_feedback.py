@@ -7,6 +7,7 @@ import os
 import numpy as np
 import pytest
 
+from alignment.data import formats
 from alignment.recipes import preference_training as train
 from experiments.configs import demo
 from experiments.studies import binary_feedback, common
@@ -36,13 +37,13 @@ def test_thumbs_file_reads_back_as_unpaired_records(tmp_path):
   path = common.write_records(
       binary_feedback.unpaired_from_pairs(_pairs([[0, 1]], [[1.0, 2.0]]), seed=1),
       str(tmp_path / "thumbs.jsonl"))
-  assert train.data_layout(path) == "unpaired"
+  assert formats.detect_layout(path)[0] == "unpaired"
   records, stats = train.read_preferences(path, str(tmp_path))
   assert sorted((r["responses"], r["scores"]) for r in records) == [
       (["r00"], [0.0]), (["r01"], [1.0])]
   assert stats["counts"]["kept_records"] == 2
   lists = common.write_records(_pairs([[0, 1]], [[1.0, 2.0]]), str(tmp_path / "pairs.jsonl"))
-  assert train.data_layout(lists) == "listwise"
+  assert formats.detect_layout(lists)[0] == "listwise"
 
 
 def test_binary_feedback_grid_wiring(tmp_path, fake_pipeline):

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
 MLP_ACTIVATIONS = ("silu", "gelu_tanh")
+SLIDING_WINDOW_LAYERS = ("all", "alternate")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,7 +44,9 @@ class Llama3RopeScaling:
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-  """Shape and numerics of a Llama-style decoder (also Qwen2 and Gemma via flags).
+  """Shape and numerics of a Llama-style decoder (also Mistral, Qwen2/3, Gemma 1/2 via flags).
+
+  Every family feature is off by default, so a preset that does not name it is a plain Llama.
 
   Attributes:
     vocab_size: V, number of token ids.
@@ -58,14 +61,28 @@ class ModelConfig:
     rope_scaling: optional Llama-3 RoPE rescaling.
     norm_eps: epsilon of RMSNorm.
     max_length: longest sequence the model is meant for (informational; RoPE has no table).
-    dtype: compute dtype of activations and matmuls (bfloat16 by default).
-    param_dtype: storage dtype of parameters (float32).
+    dtype: compute dtype of activations and matmuls (bfloat16 by default); RMSNorm statistics,
+      attention softmax, logits and log-softmax are float32 whatever it is.
+    param_dtype: storage dtype of parameters (float32 by default). The two are independent:
+      `alignment.models.hf` documents how a checkpoint sets them.
     remat: per-layer rematerialisation: "none", "full" (save nothing), "dots" (save matmul
       outputs), "dots_no_batch" (save matmul outputs without batch dimensions).
     qkv_bias: biases on the q, k, v projections (Qwen2).
     scale_embeddings: multiply the embeddings by sqrt(width) (Gemma).
     norm_unit_offset: RMSNorm multiplies by (1 + scale), scale initialised to 0 (Gemma).
     mlp_activation: "silu" (SwiGLU: Llama, Qwen2) or "gelu_tanh" (GeGLU: Gemma).
+    qk_norm: per-head RMSNorm of queries and keys before RoPE, parameters `[hd]` (Qwen3; as in
+      *Scaling Vision Transformers to 22 Billion Parameters*, Dehghani et al., ICML 2023).
+    post_norms: RMSNorm also on the attention and MLP outputs before each residual add (Gemma 2).
+    attn_logit_softcap: c, attention scores become `c·tanh(s / c)` before masking (Gemma 2);
+      None = off.
+    final_logit_softcap: c, logits become `c·tanh(z / c)` before any softmax (Gemma 2); None = off.
+    query_pre_attn_scalar: attention scores are scaled by `query_pre_attn_scalar^(-1/2)` instead
+      of `hd^(-1/2)` (Gemma 2); None = `hd`.
+    sliding_window: W, a query at position p attends only to keys at positions > p − W (Mistral,
+      Gemma 2); None = unlimited. A window >= `max_length` changes nothing.
+    sliding_window_layers: the layers the window applies to: "all" (Mistral) or "alternate"
+      (layers 0, 2, 4, ...; the odd layers attend globally: Gemma 2).
   """
 
   vocab_size: int
@@ -87,6 +104,13 @@ class ModelConfig:
   scale_embeddings: bool = False
   norm_unit_offset: bool = False
   mlp_activation: str = "silu"
+  qk_norm: bool = False
+  post_norms: bool = False
+  attn_logit_softcap: Optional[float] = None
+  final_logit_softcap: Optional[float] = None
+  query_pre_attn_scalar: Optional[float] = None
+  sliding_window: Optional[int] = None
+  sliding_window_layers: str = "all"
 
   def __post_init__(self):
     for name in ("vocab_size", "width", "depth", "num_heads", "num_kv_heads", "head_dim",
@@ -108,9 +132,27 @@ class ModelConfig:
           f"got {self.mlp_activation!r}.")
     if self.rope_theta <= 0 or self.norm_eps <= 0:
       raise ValueError("ModelConfig.rope_theta and norm_eps must be positive.")
+    for name in ("attn_logit_softcap", "final_logit_softcap", "query_pre_attn_scalar"):
+      value = getattr(self, name)
+      if value is not None and (isinstance(value, bool) or not value > 0):
+        raise ValueError(f"ModelConfig.{name} must be None or positive, got {value!r}.")
+    window = self.sliding_window
+    if window is not None and (not isinstance(window, int) or isinstance(window, bool)
+                               or window < 1):
+      raise ValueError(f"ModelConfig.sliding_window must be None or a positive int, "
+                       f"got {window!r}.")
+    if self.sliding_window_layers not in SLIDING_WINDOW_LAYERS:
+      raise ValueError(
+          f"ModelConfig.sliding_window_layers must be one of {SLIDING_WINDOW_LAYERS}, "
+          f"got {self.sliding_window_layers!r}.")
     # Canonical numpy dtypes keep the config hashable and comparable whatever was passed in.
     object.__setattr__(self, "dtype", jnp.dtype(self.dtype))
     object.__setattr__(self, "param_dtype", jnp.dtype(self.param_dtype))
+
+  def is_sliding(self, layer: int) -> bool:
+    """Whether layer `layer` (0-based) attends through the sliding window."""
+    return self.sliding_window is not None and (
+        self.sliding_window_layers == "all" or layer % 2 == 0)
 
 
 _PRESETS = {

@@ -1,4 +1,4 @@
-"""Hugging Face checkpoints (safetensors) in and out: Llama, Qwen2 and Gemma families.
+"""Hugging Face checkpoints (safetensors) in and out: Llama, Mistral, Qwen2, Qwen3, Gemma, Gemma 2.
 
 A checkpoint directory holds `config.json` and either `model.safetensors` or shards listed in
 `model.safetensors.index.json` (`{"weight_map": {tensor name: file name}}`). Only local paths are
@@ -6,19 +6,37 @@ read or written; nothing is downloaded.
 
 Conventions bridged here (HF -> `alignment.models.transformer`):
 - `nn.Linear` stores `weight [out, in]`; our kernels are `[in, out]`: transposed both ways.
-- Qwen2 has biases on q, k, v (`qkv_bias=True`); Llama and Gemma have none.
+- Qwen2 has biases on q, k, v (`qkv_bias=True`); the other families have none.
+- Qwen3 RMS-normalises each query and key head before RoPE (`qk_norm`: `self_attn.q_norm`,
+  `k_norm` -> `attn/q_norm`, `attn/k_norm`) and its `head_dim` need not be D / H.
+- Mistral is Llama with a sliding window on every layer (`sliding_window`, `sliding_window_layers
+  ="all"`); a window of None or >= the model's length changes nothing.
 - Gemma multiplies embeddings by `sqrt(hidden_size)` (`scale_embeddings`), its RMSNorm multiplies
   by `1 + weight` (`norm_unit_offset`; the stored weight is used as is) and its MLP is GeGLU with
   the tanh GELU (`mlp_activation="gelu_tanh"`; the legacy `hidden_act="gelu"` of the official
   Gemma configs means the same, as in `transformers`).
+- Gemma 2 adds, on top of Gemma: norms after attention and MLP (`post_norms`; HF's
+  `post_attention_layernorm` is then `attn_post_norm`, `pre_feedforward_layernorm` is `mlp_norm`
+  and `post_feedforward_layernorm` is `mlp_post_norm`), `attn_logit_softcapping` and
+  `final_logit_softcapping` (`attn_logit_softcap`, `final_logit_softcap`),
+  `query_pre_attn_scalar`, and a sliding window on layers 0, 2, 4, ...
+  (`sliding_window_layers="alternate"`, HF's default `layer_types`).
 - Tied embeddings (`tie_word_embeddings`): no `lm_head.weight` is needed, and one present in the
   file is ignored (the LM head is `embed_tokens.weight.T`).
 - RoPE: `rope_parameters` (transformers >= 5) or the legacy `rope_theta` + `rope_scaling`; the
   "default" and "llama3" RoPE types are supported.
 
-Features the decoder does not have (attention/MLP output biases, sliding windows, partial rotary,
-other RoPE types, bidirectional attention) are rejected with an error naming the field, never
-silently dropped; so are unexpected tensors.
+Dtypes: the parameter dtype and the compute dtype are separate settings (`param_dtype`, `dtype`
+of `ModelConfig`). Loading keeps the checkpoint's `dtype` (transformers >= 5) or `torch_dtype`
+from `config.json` (float32 if absent) as the parameter dtype unless `param_dtype` is passed,
+and the compute dtype defaults to the parameter dtype unless `dtype` is passed: a float32
+checkpoint computes in float32 (logits equal to transformers' float32 ones), a bfloat16 one in
+bfloat16, as transformers does. Log-softmax and losses are float32 whatever the compute dtype.
+Saving writes the parameters' dtype as `dtype` and `torch_dtype`.
+
+Features the decoder does not have (attention/MLP output biases, sliding windows on other layer
+patterns, partial rotary, other RoPE types, bidirectional attention) are rejected with an error
+naming the field, never silently dropped; so are unexpected tensors.
 """
 
 from __future__ import annotations
@@ -41,37 +59,65 @@ from alignment.models.config import Llama3RopeScaling, ModelConfig
 CONFIG_FILE = "config.json"
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
+CHECKPOINT_DTYPES = ("float32", "bfloat16", "float16")
+
+# The ModelConfig fields a family fixes, at Llama's values; Gemma's changes to them.
+_LLAMA_FLAGS = (("qkv_bias", False), ("qk_norm", False), ("scale_embeddings", False),
+                ("norm_unit_offset", False), ("mlp_activation", "silu"), ("post_norms", False))
+_GEMMA_FLAGS = dict(scale_embeddings=True, norm_unit_offset=True, mlp_activation="gelu_tanh")
+_GEMMA_ACTIVATIONS = ("gelu_pytorch_tanh", "gelu")
+
+
+def _flags(**changes) -> tuple[tuple[str, Any], ...]:
+  """Llama's family flags with `changes`."""
+  return tuple((name, changes.get(name, value)) for name, value in _LLAMA_FLAGS)
 
 
 @dataclasses.dataclass(frozen=True)
 class _Family:
+  """A `model_type`: the `ModelConfig` flags it fixes, and HF defaults of fields it may omit."""
+
   architecture: str
-  tie_embeddings: bool  # HF defaults of fields a config.json may omit.
+  flags: tuple[tuple[str, Any], ...]
+  tie_embeddings: bool
   max_length: int
-  qkv_bias: bool
-  gemma: bool  # scale_embeddings, norm_unit_offset and GeGLU (tanh).
-  activations: tuple[str, ...]  # accepted `hidden_act` values.
   head_dim: int | None  # None: hidden_size // num_attention_heads.
+  activations: tuple[str, ...]  # accepted `hidden_act` values, the one written first.
+  sliding: str | None = None  # the `sliding_window_layers` it can express; None: no window.
+  default_window: int | None = None  # HF default of `sliding_window`.
+  gemma2: bool = False  # soft-caps and query_pre_attn_scalar.
 
 
 _FAMILIES = {
-    "llama": _Family("LlamaForCausalLM", False, 2048, False, False, ("silu",), None),
-    "qwen2": _Family("Qwen2ForCausalLM", False, 32768, True, False, ("silu",), None),
-    "gemma": _Family("GemmaForCausalLM", True, 8192, False, True, ("gelu_pytorch_tanh", "gelu"),
-                     256),
+    "llama": _Family("LlamaForCausalLM", _flags(), False, 2048, None, ("silu",)),
+    "mistral": _Family("MistralForCausalLM", _flags(), False, 131_072, None, ("silu",),
+                       sliding="all", default_window=4096),
+    "qwen2": _Family("Qwen2ForCausalLM", _flags(qkv_bias=True), False, 32_768, None, ("silu",)),
+    "qwen3": _Family("Qwen3ForCausalLM", _flags(qk_norm=True), False, 32_768, 128, ("silu",)),
+    "gemma": _Family("GemmaForCausalLM", _flags(**_GEMMA_FLAGS), True, 8192, 256,
+                     _GEMMA_ACTIVATIONS),
+    "gemma2": _Family("Gemma2ForCausalLM", _flags(post_norms=True, **_GEMMA_FLAGS), True, 8192,
+                      256, _GEMMA_ACTIVATIONS, sliding="alternate", default_window=4096,
+                      gemma2=True),
 }
 # Fields that would need a feature the decoder lacks: (field, value that is fine).
 _UNSUPPORTED = (("attention_bias", False), ("mlp_bias", False), ("use_sliding_window", False),
                 ("use_bidirectional_attention", None), ("partial_rotary_factor", 1.0))
 _IGNORED_TENSOR_SUFFIXES = ("rotary_emb.inv_freq",)  # buffers some old checkpoints carry
+# Gemma 2's defaults (transformers' Gemma2Config) of the fields a config.json may omit.
+_GEMMA2_DEFAULTS = (("attn_logit_softcapping", 50.0), ("final_logit_softcapping", 30.0),
+                    ("query_pre_attn_scalar", 256))
 
 
 def config_from_hf(hf: Mapping[str, Any], **overrides) -> ModelConfig:
-  """`ModelConfig` of a Hugging Face `config.json` dict; `overrides` set other fields (dtype...).
+  """`ModelConfig` of a Hugging Face `config.json` dict; `overrides` set other fields (remat...).
+
+  `param_dtype` defaults to the checkpoint's `dtype`/`torch_dtype` and `dtype` (compute) to
+  `param_dtype` (see the module docstring).
 
   Raises:
-    ValueError: an unsupported `model_type`, a missing required field, or a feature the decoder
-      does not implement.
+    ValueError: an unsupported `model_type` or dtype, a missing required field, or a feature the
+      decoder does not implement.
   """
   model_type = hf.get("model_type")
   if model_type not in _FAMILIES:
@@ -82,9 +128,6 @@ def config_from_hf(hf: Mapping[str, Any], **overrides) -> ModelConfig:
     if hf.get(field, fine) not in (fine, None):
       raise ValueError(f"config.json ({model_type}): {field}={hf[field]!r} is not supported by "
                        f"the decoder.")
-  if any(t != "full_attention" for t in hf.get("layer_types") or ()):
-    raise ValueError(f"config.json ({model_type}): layer_types {hf['layer_types']} has "
-                     f"non-full attention layers, which the decoder does not support.")
   activation = hf.get("hidden_activation") or hf.get("hidden_act", family.activations[0])
   if activation not in family.activations:
     raise ValueError(f"config.json ({model_type}): hidden_act {activation!r} is not supported; "
@@ -101,12 +144,54 @@ def config_from_hf(hf: Mapping[str, Any], **overrides) -> ModelConfig:
   max_length = hf.get("max_position_embeddings", family.max_length)
   rope_theta, rope_scaling = _rope_from_hf(hf, max_length)
   fields.update(
-      tie_embeddings=hf.get("tie_word_embeddings", family.tie_embeddings),
+      dict(family.flags), tie_embeddings=hf.get("tie_word_embeddings", family.tie_embeddings),
       rope_theta=float(rope_theta), rope_scaling=rope_scaling,
       norm_eps=float(hf.get("rms_norm_eps", 1e-6)), max_length=max_length,
-      qkv_bias=family.qkv_bias, scale_embeddings=family.gemma, norm_unit_offset=family.gemma,
-      mlp_activation="gelu_tanh" if family.gemma else "silu")
+      **_sliding_from_hf(hf, model_type, fields["depth"]))
+  if family.gemma2:
+    values = {k: hf.get(k, default) for k, default in _GEMMA2_DEFAULTS}
+    fields.update(attn_logit_softcap=values["attn_logit_softcapping"],
+                  final_logit_softcap=values["final_logit_softcapping"],
+                  query_pre_attn_scalar=values["query_pre_attn_scalar"])
+  fields["param_dtype"] = (overrides["param_dtype"] if "param_dtype" in overrides
+                           else _checkpoint_dtype(hf, model_type))
+  fields["dtype"] = overrides.get("dtype", fields["param_dtype"])
   return ModelConfig(**{**fields, **overrides})
+
+
+def _checkpoint_dtype(hf: Mapping[str, Any], model_type: str) -> str:
+  name = hf.get("dtype") or hf.get("torch_dtype") or "float32"  # "dtype": transformers >= 5
+  if name not in CHECKPOINT_DTYPES:
+    raise ValueError(f"config.json ({model_type}): dtype {name!r} is not supported; supported: "
+                     f"{CHECKPOINT_DTYPES} (or pass param_dtype).")
+  return name
+
+
+def _sliding_from_hf(hf: Mapping[str, Any], model_type: str, depth: int) -> dict[str, Any]:
+  """`sliding_window` and `sliding_window_layers` of `hf` (empty: no window on any layer).
+
+  The sliding layers are those of `layer_types` when given, else the family's default (every
+  layer for Mistral, the even ones for Gemma 2, none otherwise); they must be one of the
+  patterns the family expresses.
+  """
+  family = _FAMILIES[model_type]
+  window = hf.get("sliding_window", family.default_window)
+  types = hf.get("layer_types")
+  if types is not None and (len(types) != depth
+                            or set(types) - {"full_attention", "sliding_attention"}):
+    raise ValueError(f"config.json ({model_type}): layer_types {types} is not supported; "
+                     f"expected {depth} entries of 'full_attention' or 'sliding_attention'.")
+  expected = [family.sliding == "all" or (family.sliding == "alternate" and i % 2 == 0)
+              for i in range(depth)]
+  sliding = expected if types is None else [t == "sliding_attention" for t in types]
+  if window is None or not any(sliding):
+    return {}
+  if sliding != expected:
+    raise ValueError(
+        f"config.json ({model_type}): layer_types {types} has sliding-window layers in a "
+        f"pattern the decoder does not support for {model_type} (supported: "
+        f"{family.sliding or 'no sliding layers'}).")
+  return dict(sliding_window=int(window), sliding_window_layers=family.sliding)
 
 
 def _rope_from_hf(hf: Mapping[str, Any], max_length: int):
@@ -129,21 +214,39 @@ def _rope_from_hf(hf: Mapping[str, Any], max_length: int):
                    f"'default', 'llama3'.")
 
 
-def _model_type(config: ModelConfig) -> str:
-  gemma = (config.scale_embeddings, config.norm_unit_offset, config.mlp_activation == "gelu_tanh")
-  for model_type, family in _FAMILIES.items():
-    if gemma == (family.gemma,) * 3 and config.qkv_bias == family.qkv_bias:
-      return model_type
-  raise ValueError(
-      f"ModelConfig is not a Hugging Face family: scale_embeddings={config.scale_embeddings}, "
-      f"norm_unit_offset={config.norm_unit_offset}, mlp_activation={config.mlp_activation!r}, "
-      f"qkv_bias={config.qkv_bias} (llama: none of them; qwen2: qkv_bias only; gemma: the first "
-      f"three, no qkv_bias).")
+def _expresses(family: _Family, config: ModelConfig) -> bool:
+  """Whether `family`'s config.json can say everything `config` says."""
+  return (all(getattr(config, name) == value for name, value in family.flags)
+          and (config.sliding_window is None or config.sliding_window_layers == family.sliding)
+          and (family.gemma2 or (config.attn_logit_softcap, config.final_logit_softcap,
+                                 config.query_pre_attn_scalar) == (None, None, None)))
 
 
-def config_to_hf(config: ModelConfig) -> dict[str, Any]:
-  """The `config.json` dict of `config` (family chosen by its flags; see `config_from_hf`)."""
-  model_type = _model_type(config)
+def _model_type(config: ModelConfig, model_type: str | None) -> str:
+  """`model_type` if given and able to express `config`, else the first family that is."""
+  able = [name for name, family in _FAMILIES.items() if _expresses(family, config)]
+  if not able or (model_type is not None and model_type not in able):
+    names = [name for name, _ in _LLAMA_FLAGS] + [
+        "sliding_window", "sliding_window_layers", "attn_logit_softcap", "final_logit_softcap",
+        "query_pre_attn_scalar"]
+    wanted = "" if model_type is None else f" {model_type!r}"
+    raise ValueError(
+        f"ModelConfig is not a Hugging Face family{wanted}: "
+        f"{ {name: getattr(config, name) for name in names} }; families that can express it: "
+        f"{able}.")
+  return able[0] if model_type is None else model_type
+
+
+def config_to_hf(config: ModelConfig, model_type: str | None = None) -> dict[str, Any]:
+  """The `config.json` dict of `config`, for `model_type` or the first family that fits.
+
+  Llama is chosen before Mistral when no window is set (the same model); pass
+  `model_type="mistral"` to keep a window-less Mistral a Mistral.
+
+  Raises:
+    ValueError: no family (or not `model_type`) can express `config`.
+  """
+  model_type = _model_type(config, model_type)
   family = _FAMILIES[model_type]
   rope = {"rope_type": "default", "rope_theta": config.rope_theta}
   if config.rope_scaling is not None:
@@ -151,7 +254,8 @@ def config_to_hf(config: ModelConfig) -> dict[str, Any]:
     rope.update(rope_type="llama3", factor=s.factor, low_freq_factor=s.low_freq_factor,
                 high_freq_factor=s.high_freq_factor,
                 original_max_position_embeddings=s.original_max_length)
-  return {
+  dtype = jnp.dtype(config.param_dtype).name
+  hf = {
       "architectures": [family.architecture], "model_type": model_type,
       "vocab_size": config.vocab_size, "hidden_size": config.width,
       "intermediate_size": config.mlp_dim, "num_hidden_layers": config.depth,
@@ -160,11 +264,22 @@ def config_to_hf(config: ModelConfig) -> dict[str, Any]:
       "max_position_embeddings": config.max_length, "rms_norm_eps": config.norm_eps,
       "tie_word_embeddings": config.tie_embeddings,
       "rope_parameters": rope,
-      # Legacy spelling of the same, for transformers < 5.
+      # Legacy spellings of the same, for transformers < 5.
       "rope_theta": config.rope_theta,
       "rope_scaling": rope if config.rope_scaling is not None else None,
-      "torch_dtype": jnp.dtype(config.param_dtype).name,
+      "dtype": dtype, "torch_dtype": dtype,
   }
+  if family.sliding is not None:
+    hf["sliding_window"] = config.sliding_window
+  if family.gemma2:
+    hf.update(
+        hidden_activation=family.activations[0],
+        layer_types=["sliding_attention" if config.is_sliding(i) else "full_attention"
+                     for i in range(config.depth)],
+        attn_logit_softcapping=config.attn_logit_softcap,
+        final_logit_softcapping=config.final_logit_softcap,
+        query_pre_attn_scalar=config.query_pre_attn_scalar or config.head_dim)  # an int in HF
+  return hf
 
 
 def _name_map(config: ModelConfig) -> Iterator[tuple[str, tuple[str, ...], bool]]:
@@ -177,7 +292,15 @@ def _name_map(config: ModelConfig) -> Iterator[tuple[str, tuple[str, ...], bool]
       yield hf + f"self_attn.{name}_proj.weight", (ours, "attn", name, "kernel"), True
       if config.qkv_bias and name != "o":
         yield hf + f"self_attn.{name}_proj.bias", (ours, "attn", name, "bias"), False
-    yield hf + "post_attention_layernorm.weight", (ours, "mlp_norm", "scale"), False
+    if config.qk_norm:
+      for name in ("q_norm", "k_norm"):
+        yield hf + f"self_attn.{name}.weight", (ours, "attn", name, "scale"), False
+    if config.post_norms:
+      yield hf + "post_attention_layernorm.weight", (ours, "attn_post_norm", "scale"), False
+      yield hf + "pre_feedforward_layernorm.weight", (ours, "mlp_norm", "scale"), False
+      yield hf + "post_feedforward_layernorm.weight", (ours, "mlp_post_norm", "scale"), False
+    else:
+      yield hf + "post_attention_layernorm.weight", (ours, "mlp_norm", "scale"), False
     for name in ("gate", "up", "down"):
       yield hf + f"mlp.{name}_proj.weight", (ours, "mlp", name, "kernel"), True
   yield "model.norm.weight", ("final_norm", "scale"), False
@@ -237,8 +360,10 @@ def load_hf_checkpoint(path: str | os.PathLike, **overrides) -> tuple[ModelConfi
   Args:
     path: directory with `config.json` and `model.safetensors` or a sharded
       `model.safetensors.index.json`.
-    **overrides: `ModelConfig` fields not in `config.json`, e.g. `dtype=jnp.float32`,
-      `param_dtype=jnp.bfloat16`, `remat="full"` (defaults: those of `ModelConfig`).
+    **overrides: `ModelConfig` fields, e.g. `dtype=jnp.bfloat16` (compute),
+      `param_dtype=jnp.bfloat16`, `remat="full"`. Without them the parameter dtype is the
+      checkpoint's and the compute dtype the parameter dtype (see the module docstring); other
+      fields not in `config.json` take `ModelConfig`'s defaults.
 
   Raises:
     FileNotFoundError: no config.json or no weights in `path`.
@@ -265,22 +390,25 @@ def load_hf_checkpoint(path: str | os.PathLike, **overrides) -> tuple[ModelConfi
 
 
 def save_hf_checkpoint(config: ModelConfig, params: Any, path: str | os.PathLike, *,
-                       max_shard_bytes: int | None = None, overwrite: bool = False) -> None:
+                       max_shard_bytes: int | None = None, overwrite: bool = False,
+                       model_type: str | None = None) -> None:
   """Writes `config.json` and safetensors weights that `transformers` and `load_hf_checkpoint` read.
 
   Tensors keep the parameters' dtype (gathered to host memory). With `max_shard_bytes`, tensors
   are packed in order into `model-0000k-of-0000n.safetensors` files of at most that size (a larger
   tensor gets a file of its own) listed in `model.safetensors.index.json`; otherwise (or if
-  everything fits in one shard) a single `model.safetensors` is written.
+  everything fits in one shard) a single `model.safetensors` is written. `model_type` picks the
+  family written when several can express `config` (see `config_to_hf`).
 
   Raises:
     FileExistsError: `path` already holds safetensors weights or an index and `overwrite` is
       False (with `overwrite=True` they are deleted first, so no stale shard survives).
-    ValueError: a config no HF family can express, or params that do not match it.
+    ValueError: a config no HF family (or not `model_type`) can express, or params that do not
+      match it.
   """
   path = os.fspath(path)
   tensors = params_to_hf(config, params)
-  hf_config = config_to_hf(config)
+  hf_config = config_to_hf(config, model_type)
   os.makedirs(path, exist_ok=True)
   stale = [f for f in os.listdir(path) if f.endswith(".safetensors") or f == INDEX_FILE]
   if stale and not overwrite:

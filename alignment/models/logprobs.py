@@ -9,7 +9,8 @@ calculation for softmax*, Milakov & Gimelshein, 2018), and recomputed tile by ti
 backward pass, so the peak temporary memory is a few tiles, never `[N, V]`.
 
 Matmul inputs keep their dtype (bf16 is fine); accumulation, log-softmax and the returned
-log-probs are float32.
+log-probs are float32. A final-logit soft-cap `c·tanh(z / c)` (Gemma 2) is applied to each tile
+before the log-sum-exp, as `transformer.logits` applies it to full logits.
 """
 
 from __future__ import annotations
@@ -37,10 +38,12 @@ def token_logps(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     vocab_chunk_size: int | None = DEFAULT_VOCAB_CHUNK_SIZE,
     return_log_sum_sq: bool = False,
+    soft_cap: float | None = None,
 ) -> Array | tuple[Array, Array]:
   """Log-probability of each target token, computed without `[..., N, V]` logits.
 
-  `lp_n = z_{n, t_n} - logsumexp_v z_{n, v}` with `z = hidden @ head` (float32 accumulation).
+  `lp_n = z_{n, t_n} - logsumexp_v z_{n, v}` with `z = hidden @ head` (float32 accumulation),
+  or `z = c·tanh((hidden @ head) / c)` with `soft_cap=c` (see `transformer.soft_cap`).
   The loop runs along the token axis N only; leading (batch) axes, of total size M, are kept whole
   in every tile, so a batch sharded over devices stays sharded (no gather: each device scores its
   own rows). A tile is `[M, max(1, chunk_size // M), vocab_chunk_size]` float32 (about
@@ -57,6 +60,7 @@ def token_logps(
     chunk_size: tokens per tile, over all M leading rows (`max(1, chunk_size // M)` positions).
     vocab_chunk_size: vocabulary entries per tile; `None` = the whole vocabulary per token chunk.
     return_log_sum_sq: also return `log Σ_v p_v²`.
+    soft_cap: c of the final-logit soft-cap, or None (no cap).
 
   Returns:
     `[..., N]` float32 log-probs, and `[..., N]` float32 `log Σ_v p_v²` if requested.
@@ -82,6 +86,7 @@ def token_logps(
   num_tokens, vocab = shape[-1], head.shape[1]
   rows = min(num_tokens, max(1, chunk_size // (targets.size // num_tokens)))
   outputs = _chunked_logps(rows, min(vocab_chunk_size or vocab, vocab), return_log_sum_sq,
+                           None if soft_cap is None else float(soft_cap),
                            hidden.reshape(-1, num_tokens, head.shape[0]), head,
                            targets.reshape(-1, num_tokens).astype(jnp.int32))
   outputs = tuple(o.reshape(shape) for o in outputs)
@@ -104,9 +109,10 @@ def sequence_logps(
   """Summed completion log-probs of each sequence, without `[..., T, V]` float32 logits.
 
   Token t is predicted from the hidden state at t − 1 (`apply` then the LM head of
-  `lm_head_weight`, cast to the hidden dtype as in `transformer.logits`); it counts iff
-  `completion_mask[..., t]` and it is in the same segment as token t − 1 (so a packed sequence
-  is never scored from its neighbour; position 0 is never scored):
+  `lm_head_weight`, cast to the hidden dtype, and the config's final soft-cap, as in
+  `transformer.logits`); it counts iff `completion_mask[..., t]` and it is in the same segment
+  as token t − 1 (so a packed sequence is never scored from its neighbour; position 0 is never
+  scored):
   `logps = Σ_{t ≥ 1, counted} log softmax(h_{t−1} W)[tokens_t]`, `counts = #counted`.
 
   Args:
@@ -133,7 +139,7 @@ def sequence_logps(
              & (segment_ids[..., 1:] == segment_ids[..., :-1]))
   stats = token_logps(hidden[..., :-1, :], head, jnp.asarray(tokens)[..., 1:],
                       chunk_size=chunk_size, vocab_chunk_size=vocab_chunk_size,
-                      return_log_sum_sq=return_log_sum_sq)
+                      return_log_sum_sq=return_log_sum_sq, soft_cap=config.final_logit_softcap)
   stats = stats if return_log_sum_sq else (stats,)
   # `where`, not a product: a NaN or -inf on an uncounted token must not reach the sum.
   pad = [(0, 0)] * (counted.ndim - 1) + [(1, 0)]
@@ -159,13 +165,15 @@ def _chunk(index: Array, total: int, size: int) -> tuple[Array, Array]:
   return start, owned
 
 
-def _tile_logits(h: Array, w: Array, col_owned: Array) -> Array:
-  """`[M, rows, cols]` float32 logits of one tile; columns not owned by the tile are -inf."""
-  z = jnp.einsum("mrd,dc->mrc", h, w, preferred_element_type=jnp.float32)
+def _tile_logits(h: Array, w: Array, col_owned: Array, cap: float | None) -> Array:
+  """`[M, rows, cols]` float32 (soft-capped) logits of one tile; columns not owned are -inf."""
+  z = transformer.soft_cap(jnp.einsum("mrd,dc->mrc", h, w, preferred_element_type=jnp.float32),
+                           cap)
   return jnp.where(col_owned, z, -jnp.inf)
 
 
-def _forward(rows: int, cols: int, with_sq: bool, hidden: Array, head: Array, targets: Array):
+def _forward(rows: int, cols: int, with_sq: bool, cap: float | None, hidden: Array, head: Array,
+             targets: Array):
   """`(lse, target_logit)` `[M, N]`, plus `lse2 = logsumexp(2z)` if `with_sq`, by tiles."""
   batch, num_tokens = targets.shape
   vocab = head.shape[1]
@@ -178,7 +186,8 @@ def _forward(rows: int, cols: int, with_sq: bool, hidden: Array, head: Array, ta
     def col_chunk(carry, j):
       m, s, s2, tgt = carry
       col_start, col_owned = _chunk(j, vocab, cols)
-      z = _tile_logits(h, lax.dynamic_slice_in_dim(head, col_start, cols, axis=1), col_owned)
+      w = lax.dynamic_slice_in_dim(head, col_start, cols, axis=1)
+      z = _tile_logits(h, w, col_owned, cap)
       m_new = jnp.maximum(m, z.max(axis=-1))
       s = s * jnp.exp(m - m_new) + jnp.exp(z - m_new[..., None]).sum(axis=-1)
       if with_sq:  # max(2z) = 2·max(z): the same running maximum serves both sums.
@@ -202,25 +211,27 @@ def _forward(rows: int, cols: int, with_sq: bool, hidden: Array, head: Array, ta
   return outputs
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
-def _chunked_logps(rows, cols, with_sq, hidden, head, targets):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3))
+def _chunked_logps(rows, cols, with_sq, cap, hidden, head, targets):
   """`(lp,)` or `(lp, log Σ p²)`, `[M, N]`, over `[M, rows, cols]` tiles."""
-  return _chunked_logps_fwd(rows, cols, with_sq, hidden, head, targets)[0]
+  return _chunked_logps_fwd(rows, cols, with_sq, cap, hidden, head, targets)[0]
 
 
-def _chunked_logps_fwd(rows, cols, with_sq, hidden, head, targets):
-  lse, tgt, *lse2 = _forward(rows, cols, with_sq, hidden, head, targets)
+def _chunked_logps_fwd(rows, cols, with_sq, cap, hidden, head, targets):
+  lse, tgt, *lse2 = _forward(rows, cols, with_sq, cap, hidden, head, targets)
   outputs = (tgt - lse,) + ((lse2[0] - 2 * lse,) if with_sq else ())
   return outputs, (hidden, head, targets, lse, lse2[0] if with_sq else None)
 
 
-def _chunked_logps_bwd(rows, cols, with_sq, residuals, cotangents):
+def _chunked_logps_bwd(rows, cols, with_sq, cap, residuals, cotangents):
   """Recomputes each logit tile and applies `dz = g·(onehot(t) − p) + g2·(2·softmax(2z) − 2·p)`.
 
   With `p = softmax(z)`: `∂lp/∂z = onehot(t) − p` and `∂(lse(2z) − 2·lse(z))/∂z = 2·softmax(2z) −
-  2·p`. The outer loop runs over vocabulary chunks, so each `[D, cols]` block of the head gradient
-  is finished in float32 before it is added to `d_head`; `d_hidden` accumulates in float32. Entries
-  not owned by a tile (see `_chunk`) get zero cotangent, so adding their blocks is exact.
+  2·p`. With a soft-cap, `z = c·tanh(u / c)` of the raw tile u, and `dz` is multiplied by
+  `∂z/∂u = 1 − (z / c)²` (on owned columns; the others have zero cotangent). The outer loop
+  runs over vocabulary chunks, so each `[D, cols]` block of the head gradient is finished in
+  float32 before it is added to `d_head`; `d_hidden` accumulates in float32. Entries not owned by
+  a tile (see `_chunk`) get zero cotangent, so adding their blocks is exact.
   """
   hidden, head, targets, lse, lse2 = residuals
   g = cotangents[0].astype(jnp.float32)
@@ -238,12 +249,14 @@ def _chunked_logps_bwd(rows, cols, with_sq, residuals, cotangents):
       start, row_owned = _chunk(i, num_tokens, rows)
       rows_of = lambda x: lax.dynamic_slice_in_dim(x, start, rows, axis=1)
       h, t = rows_of(hidden), rows_of(targets)
-      z = _tile_logits(h, w, col_owned)
+      z = _tile_logits(h, w, col_owned, cap)
       p = jnp.exp(z - rows_of(lse)[..., None])
       onehot = (t[..., None] == col_start + jnp.arange(cols)) & col_owned
       dz = rows_of(g)[..., None] * (onehot - p)
       if with_sq:
         dz = dz + rows_of(g2)[..., None] * (2 * jnp.exp(2 * z - rows_of(lse2)[..., None]) - 2 * p)
+      if cap is not None:
+        dz = dz * (1.0 - jnp.square(jnp.where(col_owned, z, 0.0) / cap))
       dz = jnp.where(row_owned[:, None], dz, 0.0).astype(compute_dtype)
       d_h = jnp.einsum("mrc,dc->mrd", dz, w, preferred_element_type=jnp.float32)
       d_w = d_w + jnp.einsum("mrd,mrc->dc", h, dz, preferred_element_type=jnp.float32)

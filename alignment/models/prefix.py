@@ -65,7 +65,9 @@ def prefix_shared_logps(config: ModelConfig, params, prompt_tokens: Array, promp
   response_tokens[b,k,:r])`, equal (up to float rounding) to scoring each `[prompt, resp_k]` in
   its own row. The first response token is predicted from the hidden state of the last real
   prompt token; later ones from the previous response slot. The LM head runs through the
-  chunked `alignment.models.logprobs.token_logps` (no `[B, T, V]` float32 logits).
+  chunked `alignment.models.logprobs.token_logps` (no `[B, T, V]` float32 logits) with the
+  config's final soft-cap; sliding windows are measured in positions, which are those of the
+  independent row, so windowed layers see what they would see there.
 
   Args:
     config, params: the model.
@@ -104,7 +106,8 @@ def prefix_shared_logps(config: ModelConfig, params, prompt_tokens: Array, promp
   head = transformer.lm_head_weight(config, params).astype(hidden.dtype)
   token_logps = logprobs_lib.token_logps(
       source_hidden.reshape(b, k, r, -1), head, response_tokens.astype(jnp.int32),
-      chunk_size=chunk_size, vocab_chunk_size=vocab_chunk_size)
+      chunk_size=chunk_size, vocab_chunk_size=vocab_chunk_size,
+      soft_cap=config.final_logit_softcap)
   logps = jnp.sum(jnp.where(response_mask, token_logps, 0.0), axis=-1)
   return logps, jnp.sum(response_mask, axis=-1, dtype=jnp.int32)
 

@@ -3,7 +3,9 @@
 One jitted program: a prefill of the padded prompts `[B, P]` (segment id 1 on real tokens, 0 on
 padding, so padding is never attended), then a `lax.while_loop` that writes token n of every row
 to cache slot `P + n` at position `prompt_lengths[b] + n`. RoPE is applied before caching, so
-rows of different prompt lengths decode in lock-step with correct positions and no left padding.
+rows of different prompt lengths decode in lock-step with correct positions and no left padding;
+the cache also keeps each slot's position, so sliding windows (Mistral, Gemma 2) drop the keys
+they drop in a full forward. Logits are `transformer.logits` (soft-capped where the model is).
 The loop stops early once every row has emitted EOS. A logits hook (a bias `[V]` or `[B, V]`,
 and/or a function of the logits and the step) changes what is sampled, e.g. the logit bias that
 ZO-RankSGD optimises in `alignment.recipes.zo_lm`.

@@ -1,19 +1,27 @@
 """The reference decoder: a Llama-style transformer in flax.linen, used through pure functions.
 
-Architecture (Llama 2/3; Qwen2 and Gemma through `ModelConfig` flags):
+Architecture (Llama 2/3; Mistral, Qwen2/3 and Gemma 1/2 through `ModelConfig` flags):
 ```
-h_0 = embed(tokens)                                   (· sqrt(D) for Gemma)
-h   = h + o(attention(rope(q(n)), rope(k(n)), v(n)))  with n = RMSNorm_attn(h)
-h   = h + down(act(gate(n)) ⊙ up(n))                  with n = RMSNorm_mlp(h)  (SwiGLU / GeGLU)
-out = RMSNorm_final(h)                                [..., T, D]
+h_0 = embed(tokens)                                        (· sqrt(D) for Gemma)
+h   = h + post(o(attention(rope(q(n)), rope(k(n)), v(n))))  n = RMSNorm_attn(h)
+h   = h + post(down(act(gate(n)) ⊙ up(n)))                  n = RMSNorm_mlp(h); SwiGLU / GeGLU
+out = RMSNorm_final(h)                                     [..., T, D]
 ```
-- RMSNorm: `x / sqrt(mean(x²) + eps) · w` (Gemma: `· (1 + w)`), statistics in float32.
+- RMSNorm: `x / sqrt(mean(x²) + eps) · w` (Gemma: `· (1 + w)`), statistics in float32; `post` is
+  the identity, or another RMSNorm with `post_norms` (Gemma 2's attn_post_norm, mlp_post_norm);
+  with `qk_norm` (Qwen3) q and k are RMS-normed per head over hd before RoPE.
 - RoPE, rotate-half convention of HF Llama: `x·cos(pθ) + rotate_half(x)·sin(pθ)` with
   `rotate_half([x1, x2]) = [-x2, x1]` and `θ_i = theta^(-2i/hd)` repeated over both halves.
 - Grouped-query attention with H query heads sharing G key/value heads, `softmax(qkᵀ/√hd)` in
-  float32; the mask is causal AND same non-zero segment id (sequences packed in a row carry
-  segment ids 1..n and restart their positions), or an explicit `attention_mask` override.
-- Compute in `config.dtype` (bfloat16 by default) with float32 parameters.
+  float32 (`1/√hd` becomes `query_pre_attn_scalar^(-1/2)` and scores are soft-capped,
+  `c·tanh(s/c)`, with Gemma 2's settings); the mask is causal AND same non-zero segment id
+  (sequences packed in a row carry segment ids 1..n and restart their positions), or an explicit
+  `attention_mask` override. Sliding-window layers (Mistral, Gemma 2) further keep only keys at
+  positions `> p − W` for a query at position p (*Longformer: The Long-Document Transformer*,
+  Beltagy et al., 2020; *Mistral 7B*, Jiang et al., 2023).
+- Final logits are soft-capped like the scores with `final_logit_softcap` (*Gemma 2: Improving
+  Open Language Models at a Practical Size*, Gemma Team, 2024).
+- Compute in `config.dtype` with parameters in `config.param_dtype` (two separate settings).
 
 Functions, not modules, are the API (docs/interfaces.md#models): `init_params`, `apply`,
 `lm_head_weight`, `logits`, `logical_axes`, `init_cache`, and `naive_sequence_logps` (a
@@ -64,16 +72,18 @@ def _dense(config: ModelConfig, features: int, names: tuple[str, str], name: str
 class RMSNorm(nn.Module):
   """`y = x / sqrt(mean(x², -1) + eps) · w` (or `· (1 + w)`), computed in float32.
 
-  Root Mean Square Layer Normalization (Zhang & Sennrich, 2019). Parameter `scale [D]`.
+  Root Mean Square Layer Normalization (Zhang & Sennrich, 2019). Parameter `scale [D]` (logical
+  axis `axis`: "embed" on the residual stream, None over a head's hd).
   """
 
   config: ModelConfig
+  axis: Optional[str] = "embed"
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
     c = self.config
     init = nn.initializers.zeros_init() if c.norm_unit_offset else nn.initializers.ones_init()
-    scale = self.param("scale", nn.with_logical_partitioning(init, ("embed",)),
+    scale = self.param("scale", nn.with_logical_partitioning(init, (self.axis,)),
                        (x.shape[-1],), c.param_dtype)
     x32 = x.astype(jnp.float32)
     normed = x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + c.norm_eps)
@@ -115,6 +125,15 @@ def rope_tables(config: ModelConfig, positions: Array) -> tuple[Array, Array]:
   return jnp.cos(angles), jnp.sin(angles)
 
 
+def soft_cap(x: Array, cap: Optional[float]) -> Array:
+  """`cap · tanh(x / cap)` (values squashed into `(-cap, cap)`), or `x` when `cap` is None.
+
+  The logit soft-capping of *Gemma 2: Improving Open Language Models at a Practical Size*
+  (Gemma Team, 2024); its derivative is `1 − (y / cap)²` in terms of the output y.
+  """
+  return x if cap is None else cap * jnp.tanh(x / cap)
+
+
 def _apply_rope(x: Array, cos: Array, sin: Array) -> Array:
   """`x·cos + rotate_half(x)·sin` on `x [N, T, heads, hd]`, cos/sin `[N, T, hd]`, in float32."""
   x32 = x.astype(jnp.float32)
@@ -131,7 +150,8 @@ class Attention(nn.Module):
   (HF `repeat_kv`), then `o`. GQA: Training Generalized Multi-Query Transformer Models from
   Multi-Head Checkpoints (Ainslie et al., 2023); RoFormer: Enhanced Transformer with Rotary
   Position Embedding (Su et al., 2021). Params: q `[D, H·hd]`, k and v `[D, G·hd]` (+ biases for
-  Qwen2), o `[H·hd, D]`.
+  Qwen2), o `[H·hd, D]` (+ q_norm, k_norm `scale [hd]` with `qk_norm`). With Gemma 2's settings
+  the scores are `soft_cap(qkᵀ · query_pre_attn_scalar^(-1/2), attn_logit_softcap)`.
   """
 
   config: ModelConfig
@@ -147,6 +167,8 @@ class Attention(nn.Module):
     k = _dense(c, g * hd, ("embed", "kv"), "k", c.qkv_bias)(x).reshape(n, t, g, hd)
     v = _dense(c, g * hd, ("embed", "kv"), "v", c.qkv_bias)(x).reshape(n, t, g, hd)
     q = nn.with_logical_constraint(q, ("batch", "length", "heads", None))
+    if c.qk_norm:
+      q, k = RMSNorm(c, None, name="q_norm")(q), RMSNorm(c, None, name="k_norm")(k)
     q, k = _apply_rope(q, cos, sin), _apply_rope(k, cos, sin)
     if kv_cache is not None:
       k = jax.lax.dynamic_update_slice(kv_cache["k"], k.astype(kv_cache["k"].dtype),
@@ -156,7 +178,9 @@ class Attention(nn.Module):
       kv_cache = {"k": k, "v": v}
     q = q.reshape(n, t, g, h // g, hd)
     scores = jnp.einsum("ntgrd,nsgd->ngrts", q, k.astype(q.dtype),
-                        preferred_element_type=jnp.float32) / math.sqrt(hd)
+                        preferred_element_type=jnp.float32)
+    scores = scores / math.sqrt(c.query_pre_attn_scalar or hd)
+    scores = soft_cap(scores, c.attn_logit_softcap)
     scores = jnp.where(mask[:, None, None, :, :], scores, _MASKED)
     probs = jax.nn.softmax(scores, axis=-1).astype(c.dtype)
     out = jnp.einsum("ngrts,nsgd->ntgrd", probs, v.astype(c.dtype)).reshape(n, t, h, hd)
@@ -184,16 +208,26 @@ class Mlp(nn.Module):
 
 
 class Block(nn.Module):
-  """Pre-norm decoder layer: `h += attn(norm(h)); h += mlp(norm(h))`."""
+  """Pre-norm decoder layer: `h += attn(norm(h)); h += mlp(norm(h))`.
+
+  With `post_norms` each sub-layer output is normed again before its residual add (the
+  "sandwich" of Gemma 2): `h += norm(attn(norm(h))); h += norm(mlp(norm(h)))`.
+  """
 
   config: ModelConfig
 
   @nn.compact
   def __call__(self, x, cos, sin, mask, kv_cache, cache_index):
-    attn_out, kv_cache = Attention(self.config, name="attn")(
-        RMSNorm(self.config, name="attn_norm")(x), cos, sin, mask, kv_cache, cache_index)
+    c = self.config
+    attn_out, kv_cache = Attention(c, name="attn")(
+        RMSNorm(c, name="attn_norm")(x), cos, sin, mask, kv_cache, cache_index)
+    if c.post_norms:
+      attn_out = RMSNorm(c, name="attn_post_norm")(attn_out)
     x = x + attn_out
-    x = x + Mlp(self.config, name="mlp")(RMSNorm(self.config, name="mlp_norm")(x))
+    mlp_out = Mlp(c, name="mlp")(RMSNorm(c, name="mlp_norm")(x))
+    if c.post_norms:
+      mlp_out = RMSNorm(c, name="mlp_post_norm")(mlp_out)
+    x = x + mlp_out
     return nn.with_logical_constraint(x, ("batch", "length", "embed")), kv_cache
 
 
@@ -215,8 +249,9 @@ class Decoder(nn.Module):
     if not c.tie_embeddings:
       self.lm_head = _LMHead(c)
 
-  def __call__(self, tokens, positions, mask, cache):
-    """tokens, positions `[N, T]`, mask `[N, T, S]`; returns `(hidden [N, T, D], caches)`."""
+  def __call__(self, tokens, positions, masks, cache):
+    """tokens, positions `[N, T]`, masks `(full, sliding)` `[N, T, S]` bool (sliding is None
+    without a window); returns `(hidden [N, T, D], caches)`."""
     c = self.config
     x = self.embed(tokens)
     if c.scale_embeddings:
@@ -226,13 +261,14 @@ class Decoder(nn.Module):
     new_layers = []
     for i, layer in enumerate(self.layers):
       kv_cache = None if cache is None else cache["layers"][i]
+      mask = masks[1] if c.is_sliding(i) else masks[0]
       x, kv_cache = layer(x, cos, sin, mask, kv_cache, None if cache is None else cache["index"])
       new_layers.append(kv_cache)
     return self.final_norm(x), new_layers
 
   def init_all(self, tokens, positions, mask):
     """Touches every parameter (the forward pass and the LM head) for `init`."""
-    hidden, _ = self(tokens, positions, mask, None)
+    hidden, _ = self(tokens, positions, (mask, mask), None)
     return hidden, self.head_weight()
 
   def head_weight(self) -> Array:
@@ -295,15 +331,17 @@ def init_cache(config: ModelConfig, batch_size: int, length: int, *,
   """An empty KV cache for `batch_size` rows of up to `length` tokens.
 
   Returns `{"index": int32 scalar (next slot to write), "segment_ids": [B, S] int32 (0 = empty),
-  "layers": [{"k": [B, S, G, hd], "v": [B, S, G, hd]}] * depth}` in `dtype` (default
-  `config.dtype`). RoPE is applied before caching, so a slot's position is whatever position
-  was passed when it was written: rows need not be aligned.
+  "positions": [B, S] int32, "layers": [{"k": [B, S, G, hd], "v": [B, S, G, hd]}] * depth}` in
+  `dtype` (default `config.dtype`). RoPE is applied before caching, so a slot's position is
+  whatever position was passed when it was written (kept in "positions" for sliding windows):
+  rows need not be aligned.
   """
   dtype = config.dtype if dtype is None else dtype
   shape = (batch_size, length, config.num_kv_heads, config.head_dim)
   return {
       "index": jnp.zeros((), jnp.int32),
       "segment_ids": jnp.zeros((batch_size, length), jnp.int32),
+      "positions": jnp.zeros((batch_size, length), jnp.int32),
       "layers": [{"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
                  for _ in range(config.depth)],
   }
@@ -336,7 +374,8 @@ def apply(config: ModelConfig, params: Params, tokens: Array, positions: Array,
     segment_ids: `[..., T]` int; tokens attend causally within the same non-zero segment.
     attention_mask: optional `[..., T, S]` bool override of the segment mask (True = may
       attend; S = T without cache, S = cache length with it). It replaces the causal/segment
-      mask entirely (e.g. the block mask of prefix sharing).
+      mask entirely (e.g. the block mask of prefix sharing); sliding-window layers still drop
+      the keys whose positions are W or more behind the query's.
     cache: optional KV cache from `init_cache` (then tokens must be `[B, T]` with the cache's
       B). The T tokens are written at slots `index .. index+T-1` and attend, causally by slot,
       to every cached slot of their own non-zero segment. The caller keeps
@@ -355,21 +394,28 @@ def apply(config: ModelConfig, params: Params, tokens: Array, positions: Array,
       raise ValueError(f"apply: with a cache, tokens must be [B, T] with B = "
                        f"{cache['segment_ids'].shape[0]}, got {batch_shape + (t,)}.")
     index = cache["index"]
-    key_segments = jax.lax.dynamic_update_slice(
-        cache["segment_ids"], segment_ids.astype(jnp.int32), (0, index))
+    key_segments, key_positions = (
+        jax.lax.dynamic_update_slice(cache[name], x.astype(jnp.int32), (0, index))
+        for name, x in (("segment_ids", segment_ids), ("positions", positions)))
     query_slots = index + jnp.arange(t)
     causal = query_slots[:, None] >= jnp.arange(key_length)[None, :]
     mask = (causal & (segment_ids[:, :, None] == key_segments[:, None, :])
             & (segment_ids[:, :, None] != 0))
   else:
-    mask = causal_segment_mask(segment_ids)
+    mask, key_positions = causal_segment_mask(segment_ids), positions
   if attention_mask is not None:
     mask = jnp.asarray(attention_mask, bool).reshape(-1, t, key_length)
-  hidden, new_layers = Decoder(config).apply({"params": params}, tokens, positions, mask, cache)
+  sliding = None
+  if config.sliding_window is not None:
+    distance = positions[:, :, None] - key_positions[:, None, :]
+    sliding = mask & (distance < config.sliding_window)
+  hidden, new_layers = Decoder(config).apply({"params": params}, tokens, positions,
+                                             (mask, sliding), cache)
   hidden = hidden.reshape(batch_shape + hidden.shape[-2:])
   if cache is None:
     return hidden
-  return hidden, {"index": cache["index"] + t, "segment_ids": key_segments, "layers": new_layers}
+  return hidden, {"index": cache["index"] + t, "segment_ids": key_segments,
+                  "positions": key_positions, "layers": new_layers}
 
 
 def lm_head_weight(config: ModelConfig, params: Params) -> Array:
@@ -380,11 +426,12 @@ def lm_head_weight(config: ModelConfig, params: Params) -> Array:
 
 
 def logits(config: ModelConfig, params: Params, hidden: Array) -> Array:
-  """Float32 logits `[..., V]` of `hidden [..., D]`. For small or evaluation use only: training
-  paths use the chunked log-probs of `alignment.models.logprobs`."""
+  """Float32 logits `[..., V]` of `hidden [..., D]`: `soft_cap(hidden @ head,
+  final_logit_softcap)`. For small or evaluation use only: training paths use the chunked
+  log-probs of `alignment.models.logprobs`."""
   head = lm_head_weight(config, params)
-  return jnp.einsum("...d,dv->...v", hidden, head.astype(hidden.dtype),
-                    preferred_element_type=jnp.float32)
+  return soft_cap(jnp.einsum("...d,dv->...v", hidden, head.astype(hidden.dtype),
+                             preferred_element_type=jnp.float32), config.final_logit_softcap)
 
 
 def naive_sequence_logps(config: ModelConfig, params: Params, tokens: Array, positions: Array,

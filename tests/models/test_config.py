@@ -62,10 +62,28 @@ def test_overrides_replace_fields_and_keep_the_preset():
     (dict(norm_eps=-1e-6), "rope_theta and norm_eps must be positive"),
     (dict(depth=True), "depth must be a positive int"),
     (dict(vocab_size=32.0), "vocab_size must be a positive int"),
+    (dict(attn_logit_softcap=0.0), "attn_logit_softcap must be None or positive"),
+    (dict(final_logit_softcap=-30.0), "final_logit_softcap must be None or positive"),
+    (dict(query_pre_attn_scalar=True), "query_pre_attn_scalar must be None or positive"),
+    (dict(sliding_window=0), "sliding_window must be None or a positive int"),
+    (dict(sliding_window=4.0), "sliding_window must be None or a positive int"),
+    (dict(sliding_window_layers="odd"), "sliding_window_layers must be one of"),
 ])
 def test_invalid_fields_are_named(overrides, match):
   with pytest.raises(ValueError, match=match):
     config_lib.get_config("tiny", **overrides)
+
+
+def test_family_features_are_off_by_default_and_windows_pick_layers():
+  c = config_lib.get_config("tiny")
+  assert not (c.qk_norm or c.post_norms)
+  assert (c.attn_logit_softcap, c.final_logit_softcap, c.query_pre_attn_scalar,
+          c.sliding_window) == (None, None, None, None)
+  assert not any(c.is_sliding(i) for i in range(4))
+  every = config_lib.get_config("tiny", sliding_window=8)
+  alternate = config_lib.get_config("tiny", sliding_window=8, sliding_window_layers="alternate")
+  assert [every.is_sliding(i) for i in range(4)] == [True] * 4
+  assert [alternate.is_sliding(i) for i in range(4)] == [True, False, True, False]
 
 
 def test_llama3_rope_scaling_defaults_are_llama_3_2s():

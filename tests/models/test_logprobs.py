@@ -28,8 +28,9 @@ def _np_reference(hidden, head, targets, c1, c2):
   return lp, lse2 - 2 * lse, dz @ w.T, h.T @ dz
 
 
-def _naive(hidden, head, targets):
+def _naive(hidden, head, targets, soft_cap=None):
   z = jnp.einsum("...d,dv->...v", hidden, head, preferred_element_type=jnp.float32)
+  z = transformer.soft_cap(z, soft_cap)
   lp = jnp.take_along_axis(jax.nn.log_softmax(z), targets[..., None], axis=-1)[..., 0]
   return lp, jax.nn.logsumexp(2 * z, axis=-1) - 2 * jax.nn.logsumexp(z, axis=-1)
 
@@ -72,6 +73,27 @@ def test_values_and_gradients_match_references(n, v, chunk_size, vocab_chunk_siz
       lambda h, w: _naive(h, w, jnp.asarray(targets))))(hidden, head)
   for got, want in zip((lp, lss, d_h, d_w), naive_outputs + naive_grads):
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_soft_capped_values_and_gradients_match_naive_autodiff():
+  # Gemma 2's final soft-cap z = c·tanh(u / c) inside the tiles (logits up to ~10 here, so a cap
+  # of 2.5 bends them) and its chain rule in the custom backward pass.
+  hidden, head, targets, c1, c2 = _inputs(7, 23, 16, 41, scale=3.0)
+  targets = jnp.asarray(targets)
+
+  def objective(fn):
+    return jax.jit(jax.value_and_grad(
+        lambda h, w: jnp.sum(fn(h, w)[0] * c1 + fn(h, w)[1] * c2), (0, 1)))
+
+  chunked = objective(lambda h, w: logprobs.token_logps(
+      h, w, targets, chunk_size=8, vocab_chunk_size=16, return_log_sum_sq=True, soft_cap=2.5))
+  (value, grads), (want, want_grads) = chunked(hidden, head), objective(
+      lambda h, w: _naive(h, w, targets, soft_cap=2.5))(hidden, head)
+  np.testing.assert_allclose(value, want, rtol=1e-5)
+  for got, ref in zip(grads, want_grads):
+    np.testing.assert_allclose(got, ref, atol=1e-5, rtol=1e-5)
+  uncapped = _naive(hidden, head, targets)[0]
+  assert float(jnp.max(jnp.abs(uncapped - _naive(hidden, head, targets, 2.5)[0]))) > 0.5
 
 
 def test_log_probs_only_gradient_and_leading_dims():
@@ -188,9 +210,12 @@ def _batch():
   return tokens, positions, segment_ids, mask
 
 
-@pytest.mark.parametrize("tie", [False, True])
-def test_sequence_logps_matches_naive_values_and_gradients(tie):
-  config = _tiny(tie_embeddings=tie)
+@pytest.mark.parametrize("overrides", [
+    dict(tie_embeddings=False), dict(tie_embeddings=True),
+    dict(final_logit_softcap=0.05, sliding_window=2),  # Gemma 2's cap bends these tiny logits.
+])
+def test_sequence_logps_matches_naive_values_and_gradients(overrides):
+  config = _tiny(**overrides)
   params = transformer.init_params(config, jax.random.key(1))
   batch = _batch()
   chunked = lambda p: logprobs.sequence_logps(config, p, *batch, chunk_size=5,

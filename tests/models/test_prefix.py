@@ -11,6 +11,12 @@ from alignment.models import transformer
 
 CONFIG = config_lib.get_config("tiny", dtype=jnp.float32, qkv_bias=True)
 CONFIG_TIED = config_lib.get_config("tiny", dtype=jnp.float32, tie_embeddings=True)
+# Gemma 2's features: a window of 3 on layer 0 (shorter than prompt + response, so windowed
+# layers must count positions, not slots, in the shared row) and soft-caps.
+CONFIG_GEMMA2 = config_lib.get_config(
+    "tiny", dtype=jnp.float32, tie_embeddings=True, scale_embeddings=True,
+    norm_unit_offset=True, mlp_activation="gelu_tanh", post_norms=True, attn_logit_softcap=0.5,
+    final_logit_softcap=0.5, sliding_window=3, sliding_window_layers="alternate")
 
 
 def _params(config, seed=0):
@@ -59,7 +65,8 @@ shared = jax.jit(prefix.prefix_shared_logps, static_argnums=0)
 naive = jax.jit(transformer.naive_sequence_logps, static_argnums=0)
 
 
-@pytest.mark.parametrize("config", [CONFIG, CONFIG_TIED], ids=["untied_bias", "tied"])
+@pytest.mark.parametrize("config", [CONFIG, CONFIG_TIED, CONFIG_GEMMA2],
+                         ids=["untied_bias", "tied", "gemma2_window_softcaps"])
 def test_prefix_shared_equals_independent_scoring(config):
   params = _params(config)
   batch = _batch(0)

@@ -1,5 +1,7 @@
 """Tests of the KV-cache sampler (alignment/models/sampler.py)."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,21 +12,29 @@ from alignment.models import sampler
 from alignment.models import transformer
 
 CONFIG = config_lib.get_config("tiny", dtype=jnp.float32)
+# Gemma 2's features: a window of 3 on layer 0 (so cached keys fall out of it while decoding) and
+# soft-capped attention scores and logits.
+GEMMA2 = config_lib.get_config(
+    "tiny", dtype=jnp.float32, tie_embeddings=True, scale_embeddings=True,
+    norm_unit_offset=True, mlp_activation="gelu_tanh", post_norms=True, attn_logit_softcap=1.0,
+    final_logit_softcap=2.0, query_pre_attn_scalar=20.0, sliding_window=3,
+    sliding_window_layers="alternate")
 N = 6
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _perturbed(config, key):
+  params = transformer.init_params(config, key)
+  leaves, treedef = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.fold_in(key, 1), len(leaves))
+  # Larger weights than at init, so the next-token distributions are far from uniform.
+  return jax.tree.unflatten(
+      treedef, [x + 0.3 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
 
 
 @pytest.fixture(scope="module")
 def params():
-  @jax.jit
-  def perturbed(key):
-    params = transformer.init_params(CONFIG, key)
-    leaves, treedef = jax.tree.flatten(params)
-    keys = jax.random.split(jax.random.fold_in(key, 1), len(leaves))
-    # Larger weights than at init, so the next-token distributions are far from uniform.
-    return jax.tree.unflatten(
-        treedef, [x + 0.3 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
-
-  return perturbed(jax.random.key(0))
+  return _perturbed(CONFIG, jax.random.key(0))
 
 
 # Right-padded prompts of lengths 4, 1 and 3.
@@ -32,13 +42,13 @@ PROMPTS = np.array([[5, 9, 2, 7], [3, 0, 0, 0], [8, 8, 1, 0]], np.int32)
 LENGTHS = np.array([4, 1, 3], np.int32)
 
 
-@jax.jit
-def _full_log_probs(params, row_tokens):
+@functools.partial(jax.jit, static_argnums=2)
+def _full_log_probs(params, row_tokens, config=CONFIG):
   """Next-token log-probs `[T, V]` of one unpadded row under the full (cache-free) forward."""
   t = row_tokens.shape[0]
-  hidden = transformer.apply(CONFIG, params, row_tokens[None], jnp.arange(t)[None],
+  hidden = transformer.apply(config, params, row_tokens[None], jnp.arange(t)[None],
                              jnp.ones((1, t), jnp.int32))
-  return jax.nn.log_softmax(transformer.logits(CONFIG, params, hidden[0]), axis=-1)
+  return jax.nn.log_softmax(transformer.logits(config, params, hidden[0]), axis=-1)
 
 
 def _rows(tokens, lengths):
@@ -46,11 +56,11 @@ def _rows(tokens, lengths):
   return [np.concatenate([PROMPTS[b, :LENGTHS[b]], tokens[b, :lengths[b]]]) for b in range(3)]
 
 
-def _rescored(params, tokens, lengths):
+def _rescored(params, tokens, lengths, config=CONFIG):
   """Per-token log-probs of the generated tokens under the full forward pass."""
   out = []
   for b, row in enumerate(_rows(tokens, lengths)):
-    log_probs = np.asarray(_full_log_probs(params, jnp.asarray(row)))
+    log_probs = np.asarray(_full_log_probs(params, jnp.asarray(row), config))
     out.append(log_probs[np.arange(LENGTHS[b] - 1, len(row) - 1), row[LENGTHS[b]:]])
   return out
 
@@ -64,6 +74,18 @@ def test_reported_logps_equal_rescoring(params):
   np.testing.assert_array_equal(lengths, N)
   for b, want in enumerate(_rescored(params, np.asarray(tokens), np.asarray(lengths))):
     np.testing.assert_allclose(logps[b], want, atol=1e-5)
+
+
+def test_windowed_soft_capped_model_reports_its_own_logps():
+  # The cache keeps each slot's position, so the window of layer 0 drops the same keys as in the
+  # full forward (rows of different prompt lengths included); logits are soft-capped in both.
+  params = _perturbed(GEMMA2, jax.random.key(4))
+  tokens, logps, lengths = sampler.sample(GEMMA2, params, PROMPTS, LENGTHS, jax.random.key(5),
+                                          max_new_tokens=N)
+  for b, want in enumerate(_rescored(params, np.asarray(tokens), np.asarray(lengths), GEMMA2)):
+    np.testing.assert_allclose(logps[b], want, atol=1e-5)
+  # Capped logits |z| < c = 2 bound every log-prob: log p >= -2c - log V.
+  assert float(np.min(logps)) >= -4.0 - np.log(GEMMA2.vocab_size)
 
 
 def test_greedy_is_deterministic_and_follows_the_argmax(params):

@@ -1,7 +1,7 @@
 """Tests of the reference decoder (alignment/models/transformer.py and config.py).
 
 The forward pass is checked against an independent float64 numpy implementation written from
-the HF Llama / Qwen2 / Gemma equations, for every family flag.
+the HF Llama / Mistral / Qwen2 / Qwen3 / Gemma / Gemma 2 equations, for every family flag.
 """
 
 import dataclasses
@@ -34,6 +34,15 @@ VARIANTS = {
     "gemma_mqa": config_lib.get_config(
         "tiny", num_heads=2, num_kv_heads=1, head_dim=24, tie_embeddings=True,
         scale_embeddings=True, norm_unit_offset=True, mlp_activation="gelu_tanh", **F32),
+    "qwen3_qk_norm": config_lib.get_config("tiny", head_dim=24, qk_norm=True, norm_eps=1e-6,
+                                           **F32),
+    "mistral_window": config_lib.get_config("tiny", sliding_window=3, **F32),
+    # Soft-caps small enough to bend the scores of these small weights; window on layer 0 only.
+    "gemma2_sandwich": config_lib.get_config(
+        "tiny", head_dim=24, tie_embeddings=True, scale_embeddings=True, norm_unit_offset=True,
+        mlp_activation="gelu_tanh", post_norms=True, attn_logit_softcap=0.5,
+        final_logit_softcap=2.0, query_pre_attn_scalar=20.0, sliding_window=3,
+        sliding_window_layers="alternate", **F32),
 }
 
 
@@ -95,7 +104,10 @@ def _np_act(x, c):
 
 
 def reference_hidden(c, params, tokens, positions, mask):
-  """Float64 forward of one row: tokens, positions [T], mask [T, T] bool -> [T, D]."""
+  """Float64 forward of one row: tokens, positions [T], mask [T, T] bool -> [T, D].
+
+  Sliding-window layers also mask keys W or more positions behind the query (HF's
+  `sliding_window_overlay`: key > query − W)."""
   p = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
   x = p["embed"]["embedding"][tokens]
   if c.scale_embeddings:
@@ -110,18 +122,31 @@ def reference_hidden(c, params, tokens, positions, mask):
       if c.qkv_bias:
         y = y + lp["attn"][name]["bias"]
       proj[name] = y.reshape(t, heads, hd)
+      if c.qk_norm and name != "v":  # Qwen3: RMSNorm over each head's hd, before RoPE.
+        proj[name] = _np_rms(proj[name], lp["attn"][f"{name}_norm"]["scale"], c)
     q, k = _np_rope(proj["q"], positions, c), _np_rope(proj["k"], positions, c)
+    layer_mask = mask
+    if c.is_sliding(i):
+      layer_mask = mask & (positions[:, None] - positions[None, :] < c.sliding_window)
     out = np.zeros((t, h, hd))
     for head in range(h):
       kv = head // (h // g)  # HF repeat_kv: each kv head serves h/g consecutive query heads.
-      s = q[:, head] @ k[:, kv].T / math.sqrt(hd)
-      s = np.where(mask, s, -np.inf)
+      s = q[:, head] @ k[:, kv].T / math.sqrt(c.query_pre_attn_scalar or hd)
+      if c.attn_logit_softcap is not None:
+        s = c.attn_logit_softcap * np.tanh(s / c.attn_logit_softcap)
+      s = np.where(layer_mask, s, -np.inf)
       w = np.exp(s - s.max(-1, keepdims=True))
       out[:, head] = (w / w.sum(-1, keepdims=True)) @ proj["v"][:, kv]
-    x = x + out.reshape(t, h * hd) @ lp["attn"]["o"]["kernel"]
+    attn = out.reshape(t, h * hd) @ lp["attn"]["o"]["kernel"]
+    if c.post_norms:  # Gemma 2: the sub-layer output is normed before the residual add.
+      attn = _np_rms(attn, lp["attn_post_norm"]["scale"], c)
+    x = x + attn
     n = _np_rms(x, lp["mlp_norm"]["scale"], c)
     m = lp["mlp"]
-    x = x + (_np_act(n @ m["gate"]["kernel"], c) * (n @ m["up"]["kernel"])) @ m["down"]["kernel"]
+    mlp = (_np_act(n @ m["gate"]["kernel"], c) * (n @ m["up"]["kernel"])) @ m["down"]["kernel"]
+    if c.post_norms:
+      mlp = _np_rms(mlp, lp["mlp_post_norm"]["scale"], c)
+    x = x + mlp
   return _np_rms(x, p["final_norm"]["scale"], c)
 
 
@@ -150,6 +175,12 @@ def _expected_tree(c):
       tree.update({pre + "attn/q/bias": ((qd,), ("heads",)),
                    pre + "attn/k/bias": ((kd,), ("kv",)),
                    pre + "attn/v/bias": ((kd,), ("kv",))})
+    if c.qk_norm:
+      tree.update({pre + "attn/q_norm/scale": ((c.head_dim,), (None,)),
+                   pre + "attn/k_norm/scale": ((c.head_dim,), (None,))})
+    if c.post_norms:
+      tree.update({pre + "attn_post_norm/scale": ((d,), ("embed",)),
+                   pre + "mlp_post_norm/scale": ((d,), ("embed",))})
   if not c.tie_embeddings:
     tree["lm_head/kernel"] = ((d, v), ("embed", "vocab"))
   return tree
@@ -264,10 +295,12 @@ def test_causal_segment_mask_by_hand():
   np.testing.assert_array_equal(transformer.causal_segment_mask(seg), want)
 
 
-def test_kv_cache_decode_equals_full_forward():
+@pytest.mark.parametrize("name", ["qwen2_bias", "gemma2_sandwich"])
+def test_kv_cache_decode_equals_full_forward(name):
   # Right-padded prompts of lengths 5 and 3, prefilled in one call, then 4 tokens decoded one at
-  # a time at slots 6.. with per-row positions; compare with the full forward of each row.
-  c = VARIANTS["qwen2_bias"]
+  # a time at slots 6.. with per-row positions; compare with the full forward of each row. (With
+  # a window of 3, the cached positions, not the slots, decide which keys a token still sees.)
+  c = VARIANTS[name]
   params = _perturbed_params(c)
   rng = np.random.default_rng(2)
   p, n, lengths = 6, 4, np.array([5, 3])
@@ -331,6 +364,33 @@ def test_naive_sequence_logps_against_numpy():
     lsm = lsm - np.log(np.exp(lsm).sum(-1, keepdims=True))
     want = sum(lsm[t - 1, tokens[row, t]] for t in range(length) if comp[row, t])
     np.testing.assert_allclose(logps[row], want, atol=2e-5)
+
+
+def test_a_window_as_long_as_the_sequence_changes_nothing():
+  c = VARIANTS["llama_untied"]
+  params = _perturbed_params(c)
+  tokens = jnp.array([[3, 1, 4, 1, 5, 9, 2, 6]], jnp.int32)
+  pos, seg = jnp.arange(8)[None] + 40, jnp.ones((1, 8), jnp.int32)
+  h = apply(c, params, tokens, pos, seg)
+  wide = apply(dataclasses.replace(c, sliding_window=8), params, tokens, pos, seg)
+  np.testing.assert_array_equal(wide, h)
+  narrow = apply(dataclasses.replace(c, sliding_window=7), params, tokens, pos, seg)
+  np.testing.assert_array_equal(narrow[:, :7], h[:, :7])  # only the last query loses a key
+  assert float(jnp.max(jnp.abs(narrow[:, 7] - h[:, 7]))) > 1e-3
+
+
+def test_final_logit_soft_cap():
+  c = VARIANTS["gemma2_sandwich"]
+  hidden = jax.random.normal(jax.random.key(0), (3, c.width)) * 4.0
+  params = _perturbed_params(c)
+  raw = transformer.logits(dataclasses.replace(c, final_logit_softcap=None), params, hidden)
+  capped = transformer.logits(c, params, hidden)
+  assert float(jnp.max(jnp.abs(raw))) > 2.0  # the cap bends something
+  np.testing.assert_allclose(capped, 2.0 * np.tanh(np.asarray(raw) / 2.0), atol=1e-6)
+  # soft_cap by hand: 2·tanh(1/2) = 0.924234, 2·tanh(-3/2) = -1.810296; None is the identity.
+  np.testing.assert_allclose(transformer.soft_cap(jnp.array([1.0, -3.0]), 2.0),
+                             [0.924234, -1.810296], atol=1e-6)
+  assert transformer.soft_cap(raw, None) is raw
 
 
 def test_bfloat16_compute_is_close_to_float32():

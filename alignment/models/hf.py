@@ -282,7 +282,7 @@ def config_to_hf(config: ModelConfig, model_type: str | None = None) -> dict[str
   return hf
 
 
-def _name_map(config: ModelConfig) -> Iterator[tuple[str, tuple[str, ...], bool]]:
+def name_map(config: ModelConfig) -> Iterator[tuple[str, tuple[str, ...], bool]]:
   """`(HF tensor name, our parameter path, transposed?)` for every parameter of `config`."""
   yield "model.embed_tokens.weight", ("embed", "embedding"), False
   for i in range(config.depth):
@@ -318,7 +318,7 @@ def params_from_hf(config: ModelConfig, tensors: Mapping[str, np.ndarray]) -> tr
   Raises:
     ValueError: a missing tensor, a tensor of the wrong shape, or an unexpected tensor.
   """
-  by_path = {path: (name, transposed) for name, path, transposed in _name_map(config)}
+  by_path = {path: (name, transposed) for name, path, transposed in name_map(config)}
   used = {name for name, _ in by_path.values()}
   ignored = {"lm_head.weight"} if config.tie_embeddings else set()
   unexpected = sorted(n for n in tensors if n not in used | ignored
@@ -345,13 +345,13 @@ def params_from_hf(config: ModelConfig, tensors: Mapping[str, np.ndarray]) -> tr
 def params_to_hf(config: ModelConfig, params: transformer.Params) -> dict[str, np.ndarray]:
   """HF tensors (host numpy arrays in the parameters' dtypes) of our parameter tree."""
   leaves = {_path(p): leaf for p, leaf in jax.tree_util.tree_flatten_with_path(params)[0]}
-  expected = {path for _, path, _ in _name_map(config)}
+  expected = {path for _, path, _ in name_map(config)}
   if set(leaves) != expected:
     raise ValueError(f"params do not match the config: extra {sorted(set(leaves) - expected)[:5]}"
                      f", missing {sorted(expected - set(leaves))[:5]}.")
   return {name: np.ascontiguousarray(np.asarray(leaves[path]).T if transposed
                                      else np.asarray(leaves[path]))
-          for name, path, transposed in _name_map(config)}
+          for name, path, transposed in name_map(config)}
 
 
 def load_hf_checkpoint(path: str | os.PathLike, **overrides) -> tuple[ModelConfig, Any]:

@@ -86,9 +86,10 @@ def run(config: Config, workdir: str) -> dict:
 
   # KL(π || π_ref) from the policy's own samples, scored by both models (k1 estimator).
   logp_fn = setup.logp_fn(model_config, chunk_size=config.model.logprob_chunk)
+  encoding = runs.task_encoding(task)
   records = [{"prompt": p, "responses": [r], "scores": [1.0]}
              for p, r in zip(prompts, policy_texts)]
-  batches = runs.fixed_batches(records, task, batch_size=cfg.batch_size, list_size=1)
+  batches = runs.fixed_batches(records, encoding, batch_size=cfg.batch_size, list_size=1)
   n = len(prompts)
   kl = metrics.mean(metrics.sample_kl(
       jnp.asarray(sequence_logps(logp_fn, policy_params, batches)[:n, 0]),
@@ -103,7 +104,7 @@ def run(config: Config, workdir: str) -> dict:
   list_records = [{"prompt": p, "responses": rs, "scores": list(map(float, t))}
                   for p, rs, t in zip(held_prompts, held, true)]
   list_batches = runs.fixed_batches(
-      list_records, task, batch_size=cfg.batch_size, list_size=cfg.heldout_list_size)
+      list_records, encoding, batch_size=cfg.batch_size, list_size=cfg.heldout_list_size)
   list_logps = sequence_logps(logp_fn, policy_params, list_batches)[: len(list_records)]
   ranking = metrics.mean(metrics.ranking_accuracy(jnp.asarray(list_logps), jnp.asarray(true)))
 

@@ -48,11 +48,14 @@ class Train:
   `curriculum`: "" or "rank"/"gap" (Curry-DPO stages of pairs, easy to hard); `online_rounds`:
   N > 0 rounds of sampling from the current policy (the `preferences` section) and training;
   `refresh_reference`: between stages or rounds the trained model becomes the next reference.
-  `kill_after_step` > 0 is a testing hook (SIGKILL after that step's checkpoint).
+  `num_epochs` counts passes over the data where a recipe derives the steps from it
+  (`num_steps` = 0, e.g. `alignment.recipes.align`). `kill_after_step` > 0 is a testing hook
+  (SIGKILL after that step's checkpoint).
   """
 
   batch_size: int = 32
   num_steps: int = 300
+  num_epochs: float = 1.0
   accum_steps: int = 1
   reference: str = "cache"
   reference_batch_size: int = 256
@@ -90,6 +93,15 @@ class Config:
 class Result:
   params: Any
   params_path: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+  """A trained stage: the policy's parameters (LoRA merged into the base) and, with LoRA, the
+  adapters themselves."""
+
+  params: Any
+  adapters: Optional[lora.LoraAdapters] = None
 
 
 def read_preferences(path: str, workdir: str, *, layout: str = "auto", pairs: str = "",
@@ -130,12 +142,14 @@ def read_preferences(path: str, workdir: str, *, layout: str = "auto", pairs: st
   return records, stats.to_json()
 
 
-def train_stage(config: Config, workdir: str, *, task, model_config, records: list[dict],
-                init_params, num_steps: int, list_size: int, shuffle: bool = True,
-                reference_params=None):
-  """One run of `config.loss` on `records` from `init_params`; returns the trained parameters.
+def train_stage(config: Config, workdir: str, *, encoding: runs.Encoding, model_config,
+                records: list[dict], init_params, num_steps: int, list_size: int,
+                shuffle: bool = True, reference_params=None) -> Stage:
+  """One run of `config.loss` on `records` from `init_params`.
 
-  The reference model is `reference_params` (default: `init_params`; with LoRA, the base).
+  `config` is any config with this module's `seed`, `mesh`, `loss`, `train` sections and a
+  `model` section with `logprob_chunk`; `encoding` turns the records into batches. The reference
+  model is `reference_params` (default: `init_params`; with LoRA, the base).
   """
   cfg = config.train
   os.makedirs(workdir, exist_ok=True)
@@ -166,14 +180,14 @@ def train_stage(config: Config, workdir: str, *, task, model_config, records: li
   loss_fn = objective.preference_loss(
       config.loss.name, logp_fn, reference=cfg.reference,
       hyper_parameters=dict(config.loss.hyper_parameters), ref_logp_fn=logp_fn,
-      pad_id=task.tokenizer.pad_id, **policy_kwargs,
+      pad_id=encoding.tokenizer.pad_id, **policy_kwargs,
   )
   if cfg.reference == "cache" and spec.needs_reference:
     records = runs.attach_reference_logps(
-        records, task, logp_fn, reference_params, list_size=list_size,
+        records, encoding, logp_fn, reference_params, list_size=list_size,
         batch_size=cfg.reference_batch_size, cache_dir=os.path.join(workdir, "ref_cache"),
     )
-  iterator = runs.batches(records, task, batch_size=cfg.batch_size, list_size=list_size,
+  iterator = runs.batches(records, encoding, batch_size=cfg.batch_size, list_size=list_size,
                           seed=config.seed, shuffle=shuffle)
   state, _ = runs.train_run(
       name=f"train[{config.loss.name}]",
@@ -196,7 +210,9 @@ def train_stage(config: Config, workdir: str, *, task, model_config, records: li
       kill_after_step=cfg.kill_after_step if cfg.kill_after_step > 0 else None,
       **lora_kwargs,
   )
-  return lora.merge(init_params, state.params) if use_lora else state.params
+  if use_lora:
+    return Stage(lora.merge(init_params, state.params), state.params)
+  return Stage(state.params)
 
 
 def _online_records(config: Config, stage_dir: str, policy: str, round_index: int,
@@ -260,10 +276,10 @@ def run(config: Config, workdir: str) -> Result:
           f"{list_size}-response records; unpaired (thumbs) data trains the pointwise "
           "objectives (kto, bco, ...).")
     params = train_stage(
-        config, stage_dir, task=task, model_config=model_config, records=stage_records,
-        init_params=params, reference_params=reference,
+        config, stage_dir, encoding=runs.task_encoding(task), model_config=model_config,
+        records=stage_records, init_params=params, reference_params=reference,
         num_steps=steps if len(stages) > 1 else cfg.num_steps, list_size=list_size,
-        shuffle=not cfg.curriculum)
+        shuffle=not cfg.curriculum).params
     if cfg.refresh_reference:
       reference = params
   path = os.path.join(workdir, setup.PARAMS_FILE)

@@ -49,7 +49,8 @@ def run(config: Config, workdir: str) -> Result:
   task, model_config = config_lib.task_and_model(config.task, config.model)
   demos = task.demonstrations(cfg.num_demonstrations, seed=config.seed)
   records = [{"prompt": p, "responses": [r], "scores": [1.0]} for p, r in demos]
-  iterator = runs.batches(records, task, batch_size=cfg.batch_size, list_size=1, seed=config.seed)
+  iterator = runs.batches(records, runs.task_encoding(task), batch_size=cfg.batch_size,
+                          list_size=1, seed=config.seed)
   logp_fn = setup.logp_fn(model_config, chunk_size=config.model.logprob_chunk)
   state, rows = runs.train_run(
       name="sft",

@@ -238,7 +238,8 @@ def preference_arrays(task, prompts: Sequence[str], responses: Sequence[Sequence
   k = len(responses[0])
   records = [{"prompt": p, "responses": list(rs), "scores": [float(x) for x in ls]}
              for p, rs, ls in zip(prompts, responses, labels)]
-  arrays = runs.fixed_batches(records, task, batch_size=len(records), list_size=k)[0]
+  arrays = runs.fixed_batches(records, runs.task_encoding(task), batch_size=len(records),
+                              list_size=k)[0]
   flat_prompts = [p for p in prompts for _ in range(k)]
   flat_responses = [r for rs in responses for r in rs]
   values = task.attributes_batch(flat_prompts, flat_responses)

@@ -6,6 +6,7 @@ goes through (sharding, memory report, multi-host checks, resume, logs, evaluati
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from typing import Any, Optional, Sequence
@@ -25,17 +26,32 @@ from alignment.training.logs import MetricWriter
 from alignment.training.step import init_train_state, make_train_step, train_state_sharding
 
 
-def batch_config(task, list_size: int) -> batching.BatchConfig:
-  """Static shapes for the task: BOS + longest prompt, longest response + EOS, K slots."""
-  return batching.BatchConfig(
-      max_prompt_tokens=task.max_prompt_length + 1,
-      max_response_tokens=task.max_response_length + 1,
-      list_size=list_size,
-  )
+@dataclasses.dataclass(frozen=True)
+class Encoding:
+  """How canonical records become token batches: the tokenizer, the static lengths of
+  `batching.BatchConfig` (one compilation of the step), and the chat-template renderer of
+  conversational records (`batching.Render`; None for text records)."""
+
+  tokenizer: Any
+  max_prompt_tokens: Optional[int]
+  max_response_tokens: Optional[int]
+  max_length: Optional[int] = None
+  add_bos: bool = True
+  render: Optional[batching.Render] = None
+
+  def batch_config(self, list_size: int) -> batching.BatchConfig:
+    return batching.BatchConfig(
+        max_prompt_tokens=self.max_prompt_tokens, max_response_tokens=self.max_response_tokens,
+        max_length=self.max_length, list_size=list_size, add_bos=self.add_bos)
 
 
-def batches(records: Sequence[dict], task, *, batch_size: int, list_size: int, seed: int,
-            shuffle: bool = True):
+def task_encoding(task) -> Encoding:
+  """A synthetic task's records: BOS + its longest prompt, its longest response + EOS."""
+  return Encoding(task.tokenizer, task.max_prompt_length + 1, task.max_response_length + 1)
+
+
+def batches(records: Sequence[dict], encoding: Encoding, *, batch_size: int, list_size: int,
+            seed: int, shuffle: bool = True):
   """An endless (shuffled) checkpointable iterator of batches over canonical records.
 
   `batch_size` is the global batch: each of the `P` processes reads its `batch_size / P` rows of
@@ -47,19 +63,22 @@ def batches(records: Sequence[dict], task, *, batch_size: int, list_size: int, s
   if shuffle:
     stream = stream.shuffle(seed=seed)
   dataset = pipeline.preference_dataset(
-      parallel.process_rows(stream, batch_size), tokenizer=task.tokenizer,
-      batch_size=parallel.local_batch_size(batch_size), config=batch_config(task, list_size),
+      parallel.process_rows(stream, batch_size), tokenizer=encoding.tokenizer,
+      batch_size=parallel.local_batch_size(batch_size),
+      config=encoding.batch_config(list_size), render=encoding.render,
       shuffle=False, process_index=0, process_count=1,
   )
   return parallel.ProcessDataIterator(iter(dataset), global_batch_size=batch_size)
 
 
-def fixed_batches(records: Sequence[dict], task, *, batch_size: int, list_size: int):
+def fixed_batches(records: Sequence[dict], encoding: Encoding, *, batch_size: int,
+                  list_size: int):
   """All records once, in order (the last batch padded by repeating records), as numpy dicts."""
-  config = batch_config(task, list_size)
+  config = encoding.batch_config(list_size)
   examples = []
   for i, record in enumerate(records):
-    example, _ = batching.tokenize_record(record, task.tokenizer, config)
+    example, _ = batching.tokenize_record(record, encoding.tokenizer, config,
+                                          render=encoding.render)
     if example is None:
       raise ValueError(f"Record {i} was dropped by the length policy: {record['prompt']!r}.")
     examples.append(example)
@@ -67,7 +86,7 @@ def fixed_batches(records: Sequence[dict], task, *, batch_size: int, list_size: 
   for start in range(0, len(examples), batch_size):
     chunk = examples[start:start + batch_size]
     chunk = chunk + [chunk[-1]] * (batch_size - len(chunk))
-    out.append(batching.collate(chunk, config=config, pad_id=task.tokenizer.pad_id))
+    out.append(batching.collate(chunk, config=config, pad_id=encoding.tokenizer.pad_id))
   return out
 
 
@@ -75,11 +94,11 @@ _SCORED_KEYS = ("tokens", "positions", "segment_ids", "completion_mask")
 
 
 def attach_reference_logps(
-    records: Sequence[dict], task, logp_fn, ref_params, *, list_size: int, batch_size: int,
-    cache_dir: str,
+    records: Sequence[dict], encoding: Encoding, logp_fn, ref_params, *, list_size: int,
+    batch_size: int, cache_dir: str,
 ) -> list[dict]:
   """Copies of `records` with `ref_logps` from the disk cache (computed once per (params, data))."""
-  fixed = fixed_batches(records, task, batch_size=batch_size, list_size=list_size)
+  fixed = fixed_batches(records, encoding, batch_size=batch_size, list_size=list_size)
   n = len(records)
   data = {k: np.concatenate([b[k] for b in fixed])[:n] for k in _SCORED_KEYS}
   logps = reference.cached_reference_logps(
@@ -158,6 +177,7 @@ def train_run(
       os.path.join(workdir, "checkpoints"),
       save_interval_steps=checkpoint_every, max_to_keep=keep_checkpoints,
   )
+  frozen = _unaliased(frozen, state)
   state, _ = loop.restore_or_init(checkpointer, state, iterator)
   step_fn = _compiled_on_first_call(
       make_train_step(
@@ -180,6 +200,21 @@ def train_run(
   if parallel.is_coordinator():
     setup.save_params(final_params, workdir)
   return state, rows
+
+
+def _unaliased(frozen: Any, state) -> Any:
+  """`frozen`, copied when it shares arrays with `state`: the step donates the state's buffers
+  (its parameters are updated in place), so a frozen reference given as the very arrays of the
+  initial parameters (e.g. a checkpoint already on device) would be overwritten."""
+  if _buffers(frozen) & _buffers(state):
+    return jax.tree.map(lambda x: x.copy(), frozen)
+  return frozen
+
+
+def _buffers(tree: Any) -> set[int]:
+  """Addresses of the device buffers of the jax arrays of `tree` (this process's shards)."""
+  return {shard.data.unsafe_buffer_pointer() for x in jax.tree.leaves(tree)
+          if isinstance(x, jax.Array) for shard in x.addressable_shards}
 
 
 MEMORY_FILE = "memory.json"

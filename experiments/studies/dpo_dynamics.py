@@ -180,7 +180,8 @@ class PairScorer:
         in_axes=(None, 0)))
 
   def batches(self, pairs: Sequence[dict]) -> list[dict]:
-    return runs.fixed_batches(pairs, self.task, batch_size=self.batch_size, list_size=2)
+    return runs.fixed_batches(pairs, runs.task_encoding(self.task), batch_size=self.batch_size,
+                              list_size=2)
 
   def hidden(self, params: Any, batch: dict) -> jax.Array:
     """Final-normed hidden states `[B, 2, T, D]` of a batch (`transformer.apply`)."""

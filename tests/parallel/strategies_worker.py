@@ -44,7 +44,8 @@ def main(root):
     _, rows = runs.train_run(
         name=name, workdir=workdir, loss_fn=loss_fn, params=params,
         optimizer_config=demo.optimizer(3e-3, NUM_STEPS), num_steps=NUM_STEPS, seed=0,
-        iterator=runs.batches(records, task, batch_size=8, list_size=1, seed=0), log_every=1,
+        iterator=runs.batches(records, runs.task_encoding(task), batch_size=8, list_size=1,
+                              seed=0), log_every=1,
         model_config=None if mesh_config is None else model_config, mesh_config=mesh_config)
     with open(os.path.join(workdir, runs.MEMORY_FILE), encoding="utf-8") as f:
       step_memory = json.load(f)["per_device"]

@@ -77,9 +77,9 @@ def test_data_state_of_another_process_count_resumes_the_global_stream():
   task = tasks.get_task("sorting")
   records = [{"prompt": p, "responses": [r], "scores": [1.0]}
              for p, r in task.demonstrations(32, seed=0)]
-  straight = runs.batches(records, task, batch_size=4, list_size=1, seed=3)
+  straight = runs.batches(records, runs.task_encoding(task), batch_size=4, list_size=1, seed=3)
   want = [next(straight) for _ in range(5)][3:]
-  resumed = runs.batches(records, task, batch_size=4, list_size=1, seed=3)
+  resumed = runs.batches(records, runs.task_encoding(task), batch_size=4, list_size=1, seed=3)
   # What 2 hosts wrote after 3 global batches of 4 (each host read 3 x 2 rows).
   host = {"parent": {"next_index": 6}, "counts": {}}
   resumed.set_state({"process_count": 2, "batches": 3, "processes": [host, host]})

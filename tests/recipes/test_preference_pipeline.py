@@ -139,9 +139,10 @@ def test_cached_reference_logps_equal_a_reference_forward(prepared, tmp_path):
   params = setup.load_params(runs.init_model(model_config, 0), config.train.init)
   records, _ = preference_training.read_preferences(config.train.data, str(tmp_path))
   logp_fn = setup.logp_fn(model_config, chunk_size=config.model.logprob_chunk)
+  encoding = runs.task_encoding(task)
   with_ref = runs.attach_reference_logps(
-      records, task, logp_fn, params, list_size=4, batch_size=16, cache_dir=str(tmp_path))
-  batch = next(runs.batches(with_ref, task, batch_size=8, list_size=4, seed=3))
+      records, encoding, logp_fn, params, list_size=4, batch_size=16, cache_dir=str(tmp_path))
+  batch = next(runs.batches(with_ref, encoding, batch_size=8, list_size=4, seed=3))
   direct = np.asarray(jax.jit(logp_fn)(params, batch)[0])
   np.testing.assert_allclose(
       np.where(batch["where"], batch["ref_logps"], 0), np.where(batch["where"], direct, 0),
@@ -182,7 +183,7 @@ def test_curry_dpo_curriculum_refreshes_the_reference(prepared, tmp_path):
   stage0 = setup.load_params(template, os.path.join(workdir, "stage_0"))
   logp_fn = setup.logp_fn(model_config, chunk_size=config.model.logprob_chunk)
   expected = runs.attach_reference_logps(
-      stages[1], task, logp_fn, stage0, list_size=2, batch_size=16,
+      stages[1], runs.task_encoding(task), logp_fn, stage0, list_size=2, batch_size=16,
       cache_dir=str(tmp_path / "expected"))
   (cached,) = glob.glob(os.path.join(workdir, "stage_1", "ref_cache", "*.npy"))
   np.testing.assert_allclose(

@@ -94,7 +94,8 @@ def tiny():
 
   def batch_of(rows):
     records = [{"prompt": p, "responses": [c], "scores": [y]} for p, c, y in rows]
-    (batch,) = runs.fixed_batches(records, task, batch_size=len(records), list_size=1)
+    (batch,) = runs.fixed_batches(records, runs.task_encoding(task), batch_size=len(records),
+                                  list_size=1)
     return batch
 
   def loss_of(name):

@@ -7,6 +7,7 @@
 | `preference_training` | preference training with any registered objective (curricula, online rounds) |
 | `evaluation` | win rate of a policy against a reference on held-out prompts |
 | `demo` | the main job: the four above, chained |
+| `align` | a local Hugging Face checkpoint aligned on a preference file, exported back |
 | `reward_model` | Bradley–Terry / Plackett–Luce reward models with held-out accuracy |
 | `rlhf` | on-policy group policy-gradient training (GRPO, RLOO) |
 | `zo_synthetic`, `zo_policy`, `zo_lm` | ZO-RankSGD experiments |

@@ -10,7 +10,8 @@ checkpoint's chat template, graded lists are binarised for a pairwise objective 
 Any registered objective trains the whole model or LoRA adapters (`train.lora.rank > 0`; the
 frozen base is then the reference: one copy of the weights), with reference log-probs cached
 by hash, for `train.num_epochs` passes over the file unless `train.num_steps` is set, with
-checkpoints and exact resume.
+checkpoints and exact resume; a held-out file (`train.eval_data`) is evaluated every
+`train.eval_every` steps under TRL's metric names (`heldout/rewards/accuracies`, ...).
 
 Writes to the workdir: `params.msgpack`, `metrics.jsonl`, TensorBoard events, checkpoints,
 `data_stats.json`, and `hf/`: a Hugging Face folder of the aligned model (merged weights, the
@@ -201,8 +202,13 @@ def run(config: Config, workdir: str) -> Result:
   records, _ = preference_training.read_preferences(
       cfg.data, workdir, layout=cfg.data_layout,
       pairs=cfg.pairs if spec.family == "pairwise" else "", seed=config.seed)
+  eval_records = None
+  if cfg.eval_data:
+    eval_records = preference_training.read_preferences(
+        cfg.eval_data, os.path.join(workdir, "heldout"), layout=cfg.data_layout,
+        pairs=cfg.pairs if spec.family == "pairwise" else "", seed=config.seed)[0]
   render = chat_renderer(tokenizer, config.model.chat_template)
-  encoding = fitted_encoding(records, tokenizer, render, config.lengths)
+  encoding = fitted_encoding(records + (eval_records or []), tokenizer, render, config.lengths)
   steps = num_steps(cfg, len(records))
   optimizer = cfg.optimizer
   if optimizer.schedule != "constant" and optimizer.total_steps == 0:
@@ -214,8 +220,8 @@ def run(config: Config, workdir: str) -> Result:
         flush=True)
   trained = preference_training.train_stage(
       config, workdir, encoding=encoding, model_config=model_config, records=records,
-      init_params=params, num_steps=steps,
-      list_size=max(len(r["responses"]) for r in records))
+      init_params=params, num_steps=steps, eval_records=eval_records,
+      list_size=max(len(r["responses"]) for r in records + (eval_records or [])))
   export_path, adapter_path = os.path.join(workdir, EXPORT_DIR), None
   if parallel.is_coordinator():
     export(model_config, trained.params, tokenizer, config.model.path, export_path)

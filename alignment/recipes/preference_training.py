@@ -11,6 +11,7 @@ several).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 from typing import Any, Optional
@@ -48,6 +49,9 @@ class Train:
   `curriculum`: "" or "rank"/"gap" (Curry-DPO stages of pairs, easy to hard); `online_rounds`:
   N > 0 rounds of sampling from the current policy (the `preferences` section) and training;
   `refresh_reference`: between stages or rounds the trained model becomes the next reference.
+  `eval_data`: a held-out file (same layout rules as `data`) whose loss and TRL-named metrics
+  (`rewards/accuracies`, `rewards/margins`, `logps/chosen`, ...) are logged as `heldout/*` rows
+  at the start, every `eval_every` steps (0: only at the start and the end) and at the end.
   `num_epochs` counts passes over the data where a recipe derives the steps from it
   (`num_steps` = 0, e.g. `alignment.recipes.align`). `kill_after_step` > 0 is a testing hook
   (SIGKILL after that step's checkpoint).
@@ -61,6 +65,8 @@ class Train:
   reference_batch_size: int = 256
   init: str = ""
   data: str = ""
+  eval_data: str = ""
+  eval_every: int = 0
   optimizer: config_lib.Optimizer = config_lib.Optimizer(
       learning_rate=1e-3, schedule="cosine", warmup_steps=20, total_steps=300, b2=0.99)
   on_nonfinite: str = "skip"
@@ -144,12 +150,14 @@ def read_preferences(path: str, workdir: str, *, layout: str = "auto", pairs: st
 
 def train_stage(config: Config, workdir: str, *, encoding: runs.Encoding, model_config,
                 records: list[dict], init_params, num_steps: int, list_size: int,
-                shuffle: bool = True, reference_params=None) -> Stage:
+                shuffle: bool = True, reference_params=None,
+                eval_records: Optional[list[dict]] = None) -> Stage:
   """One run of `config.loss` on `records` from `init_params`.
 
   `config` is any config with this module's `seed`, `mesh`, `loss`, `train` sections and a
   `model` section with `logprob_chunk`; `encoding` turns the records into batches. The reference
-  model is `reference_params` (default: `init_params`; with LoRA, the base).
+  model is `reference_params` (default: `init_params`; with LoRA, the base). `eval_records` are
+  evaluated with the same loss (`objective.heldout_metrics`) every `train.eval_every` steps.
   """
   cfg = config.train
   os.makedirs(workdir, exist_ok=True)
@@ -182,11 +190,20 @@ def train_stage(config: Config, workdir: str, *, encoding: runs.Encoding, model_
       hyper_parameters=dict(config.loss.hyper_parameters), ref_logp_fn=logp_fn,
       pad_id=encoding.tokenizer.pad_id, **policy_kwargs,
   )
+  cached = functools.partial(
+      runs.attach_reference_logps, encoding=encoding, logp_fn=logp_fn,
+      ref_params=reference_params, list_size=list_size, batch_size=cfg.reference_batch_size,
+      cache_dir=os.path.join(workdir, "ref_cache"))
   if cfg.reference == "cache" and spec.needs_reference:
-    records = runs.attach_reference_logps(
-        records, encoding, logp_fn, reference_params, list_size=list_size,
-        batch_size=cfg.reference_batch_size, cache_dir=os.path.join(workdir, "ref_cache"),
-    )
+    records = cached(records)
+  eval_kwargs = {}
+  if eval_records:
+    if cfg.reference == "cache" and spec.needs_reference:
+      eval_records = cached(eval_records)
+    eval_kwargs = dict(eval_every=cfg.eval_every, eval_fn=objective.heldout_metrics(
+        loss_fn, runs.fixed_batches(eval_records, encoding, batch_size=cfg.batch_size,
+                                    list_size=list_size),
+        loss_state=spec.init_state() if spec.stateful else ()))
   iterator = runs.batches(records, encoding, batch_size=cfg.batch_size, list_size=list_size,
                           seed=config.seed, shuffle=shuffle)
   state, _ = runs.train_run(
@@ -208,7 +225,7 @@ def train_stage(config: Config, workdir: str, *, encoding: runs.Encoding, model_
       checkpoint_every=cfg.checkpoint_every,
       keep_checkpoints=cfg.keep_checkpoints,
       kill_after_step=cfg.kill_after_step if cfg.kill_after_step > 0 else None,
-      **lora_kwargs,
+      **lora_kwargs, **eval_kwargs,
   )
   if use_lora:
     return Stage(lora.merge(init_params, state.params), state.params)
@@ -249,6 +266,13 @@ def run(config: Config, workdir: str) -> Result:
   init_params = setup.load_params(runs.init_model(model_config, config.seed), cfg.init)
   stages: list[Optional[list[dict]]]
   pairs = cfg.pairs if spec.family == "pairwise" and not cfg.curriculum else ""
+  if cfg.eval_data and (cfg.online_rounds > 0 or cfg.curriculum):
+    raise ValueError("train.eval_data is evaluated on the offline schedule only (without "
+                     "train.curriculum and train.online_rounds).")
+  eval_records = None
+  if cfg.eval_data:
+    eval_records = read_preferences(cfg.eval_data, os.path.join(workdir, "heldout"),
+                                    layout=cfg.data_layout, pairs=pairs, seed=config.seed)[0]
   if cfg.online_rounds > 0:
     if cfg.curriculum:
       raise ValueError("train.online_rounds and train.curriculum cannot be combined.")
@@ -269,7 +293,7 @@ def run(config: Config, workdir: str) -> Result:
     if stage_records is None:  # online: fresh preferences from the current policy
       policy = cfg.init if i == 0 else os.path.join(workdir, f"stage_{i - 1}")
       stage_records = _online_records(config, stage_dir, policy, i, pairs)
-    list_size = max(len(r["responses"]) for r in stage_records)
+    list_size = max(len(r["responses"]) for r in stage_records + (eval_records or []))
     if spec.family == "pairwise" and list_size != 2:
       raise ValueError(
           f"Objective {config.loss.name!r} is pairwise but the data has "
@@ -279,7 +303,7 @@ def run(config: Config, workdir: str) -> Result:
         config, stage_dir, encoding=runs.task_encoding(task), model_config=model_config,
         records=stage_records, init_params=params, reference_params=reference,
         num_steps=steps if len(stages) > 1 else cfg.num_steps, list_size=list_size,
-        shuffle=not cfg.curriculum).params
+        shuffle=not cfg.curriculum, eval_records=eval_records).params
     if cfg.refresh_reference:
       reference = params
   path = os.path.join(workdir, setup.PARAMS_FILE)

@@ -261,7 +261,7 @@ def run(config: Config, workdir: str) -> Result:
       model_config=model_config,
       mesh_config=dataclasses.asdict(config.mesh),
       logical_axes=reward_model.logical_axes(model_config),
-      eval_fn=lambda params: reward_training.ranking_evaluation(
+      eval_fn=lambda params, _: reward_training.ranking_evaluation(
           reward_training.predict_rewards(score, parallel.to_host(params), held_arrays,
                                           batch_size=config.evaluate.batch_size),
           held_arrays, head_weights=head_weights),

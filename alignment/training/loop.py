@@ -55,7 +55,7 @@ def train(
     on_nonfinite: str = "skip",
     kill_after_step: Optional[int] = None,
     to_device: Callable[[dict], dict] = lambda batch: batch,
-    eval_fn: Optional[Callable[[Any], dict]] = None,
+    eval_fn: Optional[Callable[[Any, Any], dict]] = None,
     eval_every: int = 0,
 ) -> tuple[TrainState, list[dict]]:
   """Runs `step_fn` until `state.step == num_steps`; returns the final state and logged rows.
@@ -64,8 +64,9 @@ def train(
     kill_after_step: testing hook: SIGKILL this process right after saving that step's
       checkpoint, to test that resuming from a hard kill is exact.
     to_device: turns a host batch into device arrays (e.g. `parallel.shard_batch`).
-    eval_fn: `params -> {name: float}`, written as `heldout/<name>` rows at step 0 (a fresh run),
-      every `eval_every` steps (0: never in between) and after the last step.
+    eval_fn: `(params, frozen) -> {name: float}` (the arrays the step sees), written as
+      `heldout/<name>` rows at step 0 (a fresh run), every `eval_every` steps (0: never in
+      between) and after the last step.
     eval_every: steps between evaluations.
   """
   if eval_every < 0:
@@ -75,7 +76,7 @@ def train(
   rows = []
 
   def evaluate(at: int) -> None:
-    held = {f"heldout/{k}": float(v) for k, v in eval_fn(state.params).items()}
+    held = {f"heldout/{k}": float(v) for k, v in eval_fn(state.params, frozen).items()}
     writer.write(at, held)
     rows.append({"step": at, **held})
 

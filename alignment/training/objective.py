@@ -52,6 +52,27 @@ def _needs_mismatched(spec: losses.ObjectiveSpec) -> bool:
   return any(x in _MISMATCHED_INPUTS for x in spec.extra_inputs)
 
 
+def heldout_metrics(loss_fn, batches, *, loss_state=()) -> Callable[[Any, Any], dict]:
+  """`(params, frozen) -> {"loss": ..., metric: ...}`: the loss and the auxiliary metrics of
+  `loss_fn` over fixed held-out `batches`, each the exact mean `Σ sums / Σ counts` over all of
+  them (padding rows with `where` False count in none). `loss_state` is the objective state the
+  evaluation uses (e.g. BCO's initial moments)."""
+  step = jax.jit(lambda params, batch, frozen: loss_fn(
+      params, batch, loss_state, frozen, jax.random.key(0)))
+
+  def evaluate(params, frozen) -> dict[str, float]:
+    sums: dict[str, list[float]] = {}
+    for batch in batches:
+      (total, count), (_, aux) = step(params, batch, frozen)
+      for name, (s, c) in {"loss": (total, count), **aux}.items():
+        acc = sums.setdefault(name, [0.0, 0.0])
+        acc[0] += float(s)
+        acc[1] += float(c)
+    return {name: s / c for name, (s, c) in sums.items() if c > 0}
+
+  return evaluate
+
+
 def check_objective_supported(name: str, reference: str) -> losses.ObjectiveSpec:
   """Validates an objective name and reference mode; raises a clear error otherwise."""
   if reference not in REFERENCE_MODES:

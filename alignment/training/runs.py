@@ -73,7 +73,8 @@ def batches(records: Sequence[dict], encoding: Encoding, *, batch_size: int, lis
 
 def fixed_batches(records: Sequence[dict], encoding: Encoding, *, batch_size: int,
                   list_size: int):
-  """All records once, in order (the last batch padded by repeating records), as numpy dicts."""
+  """All records once, in order, as numpy dicts; the last batch is padded by repeating its last
+  record, with `where` False on the padding rows (they count in no metric)."""
   config = encoding.batch_config(list_size)
   examples = []
   for i, record in enumerate(records):
@@ -85,8 +86,11 @@ def fixed_batches(records: Sequence[dict], encoding: Encoding, *, batch_size: in
   out = []
   for start in range(0, len(examples), batch_size):
     chunk = examples[start:start + batch_size]
-    chunk = chunk + [chunk[-1]] * (batch_size - len(chunk))
-    out.append(batching.collate(chunk, config=config, pad_id=encoding.tokenizer.pad_id))
+    real = len(chunk)
+    chunk = chunk + [chunk[-1]] * (batch_size - real)
+    batch = batching.collate(chunk, config=config, pad_id=encoding.tokenizer.pad_id)
+    batch["where"][real:] = False
+    out.append(batch)
   return out
 
 
@@ -143,7 +147,7 @@ def train_run(
   devices on the data axis). `logical_axes` gives the trainable tree's logical axes when it is
   not the decoder's parameter tree (e.g. LoRA adapters); frozen arrays are the decoder's.
 
-  `eval_fn(params) -> {name: float}` is evaluated at step 0, every `eval_every` steps and at the
+  `eval_fn(params, frozen) -> {name: float}` is evaluated at step 0, every `eval_every` steps and at the
   end, and logged as `heldout/<name>` rows (`loop.train`).
 
   Returns `(state, logged_rows)`; `export_params(final params)` is written to

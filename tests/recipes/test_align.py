@@ -172,6 +172,8 @@ def test_every_layout_trains_a_qwen2_checkpoint(tmp_path, layout, name, hyper, c
   data = write_jsonl(layout_rows(layout), tmp_path / f"{layout}.jsonl")
   changes = dict(changes)
   rank = changes.pop("lora_rank", 0)
+  if rank:  # a held-out file too: its metrics are logged at the start and the end
+    changes["eval_data"] = write_jsonl(layout_rows(layout, 5), tmp_path / "heldout.jsonl")
   config = align.Config(
       model=align.Checkpoint(path=model, logprob_chunk=128),
       loss=config_lib.Loss(name, hyper),
@@ -190,6 +192,17 @@ def test_every_layout_trains_a_qwen2_checkpoint(tmp_path, layout, name, hyper, c
   with torch.no_grad():
     theirs = exported(torch.as_tensor(tokens)).logits.numpy()
   np.testing.assert_allclose(our_logits(result.export_path, tokens), theirs, atol=1e-5, rtol=0)
+  if rank:
+    from alignment.training import logs  # pylint: disable=import-outside-toplevel
+
+    held = [r for r in logs.read_metrics(str(tmp_path / "out")) if "heldout/loss" in r]
+    assert [r["step"] for r in held] == [0, 2]
+    # Step 0: the adapters are zero, so the policy is its reference: DPO's loss is ln 2 on every
+    # pair, every margin 0 and no pair ranked right (strict accuracy).
+    assert held[0]["heldout/loss"] == pytest.approx(np.log(2.0), abs=1e-6)
+    assert held[0]["heldout/rewards/margins"] == pytest.approx(0.0, abs=1e-6)
+    assert held[0]["heldout/rewards/accuracies"] == 0.0
+    assert held[1]["heldout/loss"] != held[0]["heldout/loss"]
   if rank:  # the adapters in PEFT's format, on the original checkpoint, are the same model
     import peft  # pylint: disable=import-outside-toplevel
 

@@ -100,7 +100,8 @@ def test_evaluation_hook_and_policy_dependent_iterator(tmp_path):
 
   evaluated = []
 
-  def eval_fn(params):
+  def eval_fn(params, frozen):
+    assert frozen["w"].shape == (3,)  # the reference the step sees
     evaluated.append(np.asarray(params["w"]).copy())
     return {"w_sum": float(jnp.sum(params["w"]))}
 
@@ -129,7 +130,7 @@ def test_a_resumed_run_does_not_evaluate_its_start_again(tmp_path):
   calls = []
   train(name="t", state=state, step_fn=step, frozen={"w": jnp.zeros(3)},
         iterator=_PolicyBatches(), num_steps=4, checkpointer=None, writer=writer,
-        eval_fn=lambda p: calls.append(1) or {"x": 0.0}, eval_every=10)
+        eval_fn=lambda p, f: calls.append(1) or {"x": 0.0}, eval_every=10)
   assert len(calls) == 1  # only after the last step
   with pytest.raises(ValueError, match="eval_every must be >= 0"):
     train(name="t", state=state, step_fn=step, frozen=None, iterator=_PolicyBatches(),

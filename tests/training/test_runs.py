@@ -54,7 +54,7 @@ def test_train_run_writes_params_memory_report_and_heldout_rows(tmp_path):
   logp_fn = setup.logp_fn(MODEL_CONFIG, chunk_size=16)
   params = runs.init_model(MODEL_CONFIG, 0)
   fixed = runs.fixed_batches(_records(8), ENCODING, batch_size=8, list_size=1)[0]
-  heldout_nll = lambda p: {"nll": float(-np.sum(np.asarray(jax.jit(logp_fn)(p, fixed)[0])))}
+  heldout_nll = lambda p, _=None: {"nll": float(-np.sum(np.asarray(jax.jit(logp_fn)(p, fixed)[0])))}
   workdir = str(tmp_path)
   state, rows = runs.train_run(
       name="t", workdir=workdir, loss_fn=objective.sft_loss(logp_fn), params=params,

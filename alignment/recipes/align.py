@@ -14,7 +14,8 @@ checkpoints and exact resume; a held-out file (`train.eval_data`) is evaluated e
 `train.eval_every` steps under TRL's metric names (`heldout/rewards/accuracies`, ...).
 
 Writes to the workdir: `params.msgpack`, `metrics.jsonl`, TensorBoard events, checkpoints,
-`data_stats.json`, and `hf/`: a Hugging Face folder of the aligned model (merged weights, the
+`data_stats.json`, `lengths.json` (batch shapes and how many prompts and completions the limits
+cut), and `hf/`: a Hugging Face folder of the aligned model (merged weights, the
 checkpoint's tokenizer files and chat template, `bos/eos/pad_token_id` in `config.json`) that
 `transformers.AutoModelForCausalLM` and `AutoTokenizer` load as they are; with LoRA also
 `adapter/`: the adapters in PEFT's format, loadable with `peft` on the original checkpoint.
@@ -41,6 +42,7 @@ from alignment.recipes import preference_training
 from alignment.training import objective, runs
 
 EXPORT_DIR = "hf"
+LENGTHS_FILE = "lengths.json"
 ADAPTER_DIR = "adapter"
 # Files of a checkpoint folder that travel with the exported model unchanged.
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
@@ -141,24 +143,37 @@ def chat_renderer(tokenizer, name: str = "") -> Optional[batching.Render]:
                            tokenize=False)
 
 
-def fitted_encoding(records, tokenizer, render, lengths: Lengths) -> runs.Encoding:
-  """The `runs.Encoding` of the records: the limits of `lengths`, or the longest prompt and
-  completion of the records (BOS and EOS included) when shorter, so that short data is not
-  padded to the limits."""
+def fitted_encoding(records, tokenizer, render,
+                    lengths: Lengths) -> tuple[runs.Encoding, dict[str, int]]:
+  """The `runs.Encoding` of the records and how many of them the limits cut.
+
+  The static shapes are the limits of `lengths`, or the longest prompt and completion of the
+  records (BOS and EOS included) when shorter, so that short data is not padded to the limits.
+  The counts: `records`, `truncated_prompts` (longer than `max_prompt_length`: their start is
+  cut), `truncated_completions` (longer than `max_completion_length`, or than `max_length` with
+  their prompt: their end is cut).
+  """
   bos = 1 if tokenizer.add_bos_token and tokenizer.bos_id is not None else 0
   eos = 1 if tokenizer.eos_id is not None else 0
-  longest_prompt = longest_response = 1
+  sizes = []
   for record in records:
     if render is not None and not isinstance(record["prompt"], str):
       record = batching.render_conversation(record, render)
-    longest_prompt = max(longest_prompt, bos + len(tokenizer.encode(record["prompt"])))
-    longest_response = max([longest_response] + [eos + len(tokenizer.encode(r))
-                                                  for r in record["responses"]])
-  prompt = min(lengths.max_prompt_length, longest_prompt)
-  response = min(lengths.max_completion_length, longest_response)
+    sizes.append((bos + len(tokenizer.encode(record["prompt"])),
+                  [eos + len(tokenizer.encode(r)) for r in record["responses"]]))
+  prompt = min(lengths.max_prompt_length, max(p for p, _ in sizes))
+  response = min(lengths.max_completion_length, max(max(rs) for _, rs in sizes))
   max_length = lengths.max_length if lengths.max_length < prompt + response else None
-  return runs.Encoding(tokenizer, prompt, response, max_length=max_length,
-                       add_bos=bool(tokenizer.add_bos_token), render=render)
+  counts = {
+      "records": len(sizes),
+      "truncated_prompts": sum(p > prompt for p, _ in sizes),
+      "truncated_completions": sum(
+          r > min(response, (max_length or prompt + response) - min(p, prompt))
+          for p, rs in sizes for r in rs),
+  }
+  encoding = runs.Encoding(tokenizer, prompt, response, max_length=max_length,
+                           add_bos=bool(tokenizer.add_bos_token), render=render)
+  return encoding, counts
 
 
 def num_steps(train: preference_training.Train, num_records: int) -> int:
@@ -208,7 +223,12 @@ def run(config: Config, workdir: str) -> Result:
         cfg.eval_data, os.path.join(workdir, "heldout"), layout=cfg.data_layout,
         pairs=cfg.pairs if spec.family == "pairwise" else "", seed=config.seed)[0]
   render = chat_renderer(tokenizer, config.model.chat_template)
-  encoding = fitted_encoding(records + (eval_records or []), tokenizer, render, config.lengths)
+  encoding, cut = fitted_encoding(records + (eval_records or []), tokenizer, render,
+                                  config.lengths)
+  with open(os.path.join(workdir, LENGTHS_FILE), "w", encoding="utf-8") as f:
+    json.dump({**cut, "max_prompt_tokens": encoding.max_prompt_tokens,
+               "max_completion_tokens": encoding.max_response_tokens,
+               "max_length": encoding.max_length}, f, indent=2)
   steps = num_steps(cfg, len(records))
   optimizer = cfg.optimizer
   if optimizer.schedule != "constant" and optimizer.total_steps == 0:
@@ -216,8 +236,9 @@ def run(config: Config, workdir: str) -> Result:
   config = config_lib.replace_in(config, "train", optimizer=optimizer)
   print(f"[align] {len(records)} records, {steps} steps of {cfg.batch_size}; shapes: prompt "
         f"{encoding.max_prompt_tokens}, completion {encoding.max_response_tokens}"
-        + (f", length {encoding.max_length}" if encoding.max_length else "") + " tokens",
-        flush=True)
+        + (f", length {encoding.max_length}" if encoding.max_length else "")
+        + f" tokens; truncated: {cut['truncated_prompts']} prompts (start cut), "
+        f"{cut['truncated_completions']} completions (end cut), in {LENGTHS_FILE}", flush=True)
   trained = preference_training.train_stage(
       config, workdir, encoding=encoding, model_config=model_config, records=records,
       init_params=params, num_steps=steps, eval_records=eval_records,

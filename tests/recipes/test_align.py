@@ -212,3 +212,32 @@ def test_every_layout_trains_a_qwen2_checkpoint(tmp_path, layout, name, hyper, c
     np.testing.assert_allclose(adapted, theirs, atol=1e-5, rtol=0)
   else:
     assert result.adapter_path is None
+
+
+def test_fitted_encoding_takes_the_data_s_lengths_under_the_limits_and_counts_cuts(tmp_path):
+  from alignment.data import tokenizers  # pylint: disable=import-outside-toplevel
+
+  hf_fixtures.write_tokenizer(tmp_path, "llama3")
+  tok = tokenizers.load_tokenizer(tmp_path)  # adds BOS; EOS ends every completion
+  records = [{"prompt": "the cat sat on the mat", "responses": ["a dog", "the quick brown fox"],
+              "scores": [1.0, 0.0]},
+             {"prompt": "sort", "responses": ["31415", "9"], "scores": [1.0, 0.0]}]
+  prompts = [1 + len(tok.encode(r["prompt"])) for r in records]
+  completions = [[1 + len(tok.encode(x)) for x in r["responses"]] for r in records]
+  longest = max(max(c) for c in completions)
+  # Limits above the data: the shapes are the data's, nothing is cut.
+  encoding, cut = align.fitted_encoding(records, tok, None, align.Lengths())
+  assert (encoding.max_prompt_tokens, encoding.max_response_tokens) == (max(prompts), longest)
+  assert encoding.max_length is None and encoding.add_bos and encoding.render is None
+  assert cut == {"records": 2, "truncated_prompts": 0, "truncated_completions": 0}
+  # Tight limits: the first prompt and every completion longer than 2 tokens are cut, and
+  # max_length cuts a completion after its (kept) prompt.
+  limits = align.Lengths(max_prompt_length=prompts[1], max_completion_length=3,
+                         max_length=prompts[1] + 2)
+  encoding, cut = align.fitted_encoding(records, tok, None, limits)
+  assert (encoding.max_prompt_tokens, encoding.max_response_tokens) == (prompts[1], 3)
+  assert encoding.max_length == prompts[1] + 2
+  assert prompts[0] > prompts[1]  # so both prompts keep prompts[1] tokens, leaving 2 for a
+  # completion under max_length: every completion of more than 2 tokens is cut.
+  assert cut == {"records": 2, "truncated_prompts": 1,
+                 "truncated_completions": sum(c > 2 for cs in completions for c in cs)}

@@ -59,7 +59,7 @@ def _rss_bytes() -> int:
     return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def _peak_rss_bytes() -> int:
+def peak_rss_bytes() -> int:
   """This process's peak resident memory (`VmHWM`; unlike `ru_maxrss`, not inherited from the
   parent across fork and exec)."""
   with open("/proc/self/status") as f:
@@ -149,7 +149,7 @@ def timed_steps(step_once, steps: int) -> dict:
     losses.append(step_once())
     times.append(time.perf_counter() - start)
   return {"losses": losses, "step_s": statistics.median(times), "times": times,
-          "peak_rss": _peak_rss_bytes(), "rss_before_steps": rss_before}
+          "peak_rss": peak_rss_bytes(), "rss_before_steps": rss_before}
 
 
 def run_step(step, state, batch, steps: int) -> dict:

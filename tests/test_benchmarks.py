@@ -1,4 +1,5 @@
-"""Smoke test of `python -m benchmarks.run --quick` and checks of the benchmark helpers.
+"""Smoke tests of `python -m benchmarks.run --quick` and `python -m benchmarks.own_model --quick`
+(ours, and TRL where its venv is already there), and checks of the benchmark helpers.
 
 No timing assertions (shared machines are noisy): the run must produce a well-formed table and
 JSON file, and the benchmarks' own agreement checks (our losses against rax and TRL's formulas,
@@ -9,6 +10,7 @@ installed give rows without a peer value.
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import math
 
@@ -170,3 +172,56 @@ def test_trl_formulas_match_ours_on_a_hand_worked_pair():
       rejected_lengths=t(4.0))), 18.0625, rel_tol=1e-12)
   with pytest.raises(ValueError, match="unknown loss_type"):
     torch_objectives.trl_loss("nope", t(0.0), t(0.0), t(0.0), t(0.0), beta=0.1)
+
+
+def test_own_model_clock_and_verdict():
+  from benchmarks import own_model  # pylint: disable=g-import-not-at-top
+  # Steps 1, 6 and 32 reported: s0 = 6, (32 - 6) / (39.0 - 26.0) = 2 steps/s.
+  times = {1: 20.0, 6: 26.0, 32: 39.0}
+  assert own_model.first_timed_step(times) == 6
+  assert own_model.steps_per_s(times, 6) == 2.0
+  assert own_model.first_timed_step({1: 0.0, 4: 1.0}) == 1  # nothing between: from step 1
+  assert own_model.publishable(1.5, 0.5) and not own_model.publishable(1.6, 0.0)
+  assert not own_model.publishable(0.2, 0.6)
+  # The clock is our loop's own progress line.
+  from alignment.training import logs  # pylint: disable=g-import-not-at-top
+  stream = io.StringIO()
+  logs.Progress("train[dpo]", 32, stream=stream).update(7, {"loss": 0.69}, force=True)
+  assert own_model.PROGRESS_LINE.match(stream.getvalue()).group(1) == "7"
+
+
+def test_own_model_quick_run(tmp_path):
+  from benchmarks import own_model  # pylint: disable=g-import-not-at-top
+  has_trl = own_model.ensure_venv(own_model.DEFAULT_VENV, create=False) is not None
+  out = tmp_path / "own_model.json"
+  own_model.main(["--quick", "--peer=existing", f"--out={out}"])
+  with open(out) as f:
+    results = json.load(f)
+  assert results["quick"] and results["steps"] == 4  # 32 pairs in batches of 8
+  [pair] = results["runs"]
+  ours = pair["ours"]
+  assert {"1", "4"} <= set(ours["step_times"]) and ours["steps_per_s"] > 0
+  assert ours["peak_rss"] > 0
+  # Static shapes: batch 8 x 2 responses x (prompt + completion) tokens.
+  assert ours["tokens_per_step"] == 16 * (ours["shapes"]["prompt"] + ours["shapes"]["completion"])
+  assert "load average" in results["load_before"]["uptime"]
+  assert "load average" in results["load_after"]["uptime"]
+  assert results["publishable"] == own_model.publishable(results["load_before"]["load1"],
+                                                         results["other_cpu_cores"])
+  assert ("not publishable" in results["markdown"]) != results["publishable"]
+  speed, memory = results["rows"]
+  assert (speed["quantity"], memory["quantity"]) == ("steps/s", "peak RSS (VmHWM), MiB")
+  assert speed["ours_runs"] == [ours["steps_per_s"]] == [speed["ours"]]
+  assert memory["ours"] == ours["peak_rss"] / 2**20
+  table = [l for l in results["markdown"].splitlines() if l.startswith("| ")]
+  assert len(table) == 1 + 2 and table[1].startswith("| steps/s | ")  # header + 2 rows
+  if has_trl:
+    assert sorted(map(int, pair["trl"]["step_times"])) == [1, 2, 3, 4]
+    assert pair["trl"]["steps_per_s"] > 0 and pair["trl"]["peak_rss"] > 0
+    # One pair: the median of the per-pair ratios is that pair's ratio.
+    assert math.isclose(speed["ratio"], ours["steps_per_s"] / pair["trl"]["steps_per_s"],
+                        rel_tol=1e-12)
+    assert "TRL" in speed["peer_label"]
+  else:
+    assert pair["trl"] is None and speed["peer"] is None and speed["ratio"] is None
+    assert "no venv" in speed["peer_label"]

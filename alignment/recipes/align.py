@@ -36,7 +36,7 @@ import jax.numpy as jnp
 from alignment import parallel
 from alignment.data import batching
 from alignment.data import tokenizers
-from alignment.models import hf
+from alignment.models import hf, peft
 from alignment.recipes import config as config_lib
 from alignment.recipes import preference_training
 from alignment.training import objective, runs
@@ -109,7 +109,8 @@ def check(config: Config) -> None:
     raise ValueError(f"model.path={config.model.path!r} is not a Hugging Face checkpoint folder "
                      f"(no {hf.CONFIG_FILE}).")
   if not cfg.data:
-    raise ValueError("train.data is empty: set it to a preference file (--config.train.data=$DATA).")
+    raise ValueError("train.data is empty: set it to a preference file "
+                     "(--config.train.data=$DATA).")
   if cfg.curriculum or cfg.online_rounds:
     raise ValueError("train.curriculum and train.online_rounds are not supported for a Hugging "
                      "Face checkpoint yet; train on the file (both empty).")
@@ -208,20 +209,11 @@ def run(config: Config, workdir: str) -> Result:
   cfg = config.train
   os.makedirs(workdir, exist_ok=True)
   tokenizer = tokenizers.load_tokenizer(config.model.path)
-  model_config, params = hf.load_hf_checkpoint(config.model.path,
-                                               **_dtype_overrides(config.model))
-  if tokenizer.vocab_size > model_config.vocab_size:
-    raise ValueError(f"The tokenizer of {config.model.path!r} has {tokenizer.vocab_size} ids, "
-                     f"more than the model's vocabulary ({model_config.vocab_size}).")
   spec = objective.check_objective_supported(config.loss.name, cfg.reference)
-  records, _ = preference_training.read_preferences(
-      cfg.data, workdir, layout=cfg.data_layout,
-      pairs=cfg.pairs if spec.family == "pairwise" else "", seed=config.seed)
-  eval_records = None
-  if cfg.eval_data:
-    eval_records = preference_training.read_preferences(
-        cfg.eval_data, os.path.join(workdir, "heldout"), layout=cfg.data_layout,
-        pairs=cfg.pairs if spec.family == "pairwise" else "", seed=config.seed)[0]
+  read = functools.partial(preference_training.read_preferences, layout=cfg.data_layout,
+                           pairs=cfg.pairs if spec.family == "pairwise" else "", seed=config.seed)
+  records, _ = read(cfg.data, workdir)
+  eval_records = read(cfg.eval_data, os.path.join(workdir, "heldout"))[0] if cfg.eval_data else None
   render = chat_renderer(tokenizer, config.model.chat_template)
   encoding, cut = fitted_encoding(records + (eval_records or []), tokenizer, render,
                                   config.lengths)
@@ -229,6 +221,12 @@ def run(config: Config, workdir: str) -> Result:
     json.dump({**cut, "max_prompt_tokens": encoding.max_prompt_tokens,
                "max_completion_tokens": encoding.max_response_tokens,
                "max_length": encoding.max_length}, f, indent=2)
+  # The weights last: every check on the files above comes before the expensive read.
+  model_config, params = hf.load_hf_checkpoint(config.model.path,
+                                               **_dtype_overrides(config.model))
+  if tokenizer.vocab_size > model_config.vocab_size:
+    raise ValueError(f"The tokenizer of {config.model.path!r} has {tokenizer.vocab_size} ids, "
+                     f"more than the model's vocabulary ({model_config.vocab_size}).")
   steps = num_steps(cfg, len(records))
   optimizer = cfg.optimizer
   if optimizer.schedule != "constant" and optimizer.total_steps == 0:
@@ -247,7 +245,6 @@ def run(config: Config, workdir: str) -> Result:
   if parallel.is_coordinator():
     export(model_config, trained.params, tokenizer, config.model.path, export_path)
     if trained.adapters is not None:
-      from alignment.models import peft  # pylint: disable=import-outside-toplevel
       adapter_path = os.path.join(workdir, ADAPTER_DIR)
       peft.save_peft_adapters(model_config, trained.adapters, adapter_path,
                               base_model_name_or_path=os.path.abspath(config.model.path))

@@ -241,12 +241,14 @@ def run(config: Config, workdir: str) -> Result:
       config, workdir, encoding=encoding, model_config=model_config, records=records,
       init_params=params, num_steps=steps, eval_records=eval_records,
       list_size=max(len(r["responses"]) for r in records + (eval_records or [])))
-  export_path, adapter_path = os.path.join(workdir, EXPORT_DIR), None
+  export_path = os.path.join(workdir, EXPORT_DIR)
+  adapter_path = None if trained.adapters is None else os.path.join(workdir, ADAPTER_DIR)
+  # Collective on every host (global arrays to host memory), then process 0 writes.
+  params, adapters = parallel.to_host((trained.params, trained.adapters))
   if parallel.is_coordinator():
-    export(model_config, trained.params, tokenizer, config.model.path, export_path)
-    if trained.adapters is not None:
-      adapter_path = os.path.join(workdir, ADAPTER_DIR)
-      peft.save_peft_adapters(model_config, trained.adapters, adapter_path,
+    export(model_config, params, tokenizer, config.model.path, export_path)
+    if adapter_path is not None:
+      peft.save_peft_adapters(model_config, adapters, adapter_path,
                               base_model_name_or_path=os.path.abspath(config.model.path))
   print(f"[align] the aligned model is in {export_path}"
         + (f", its LoRA adapters in {adapter_path}" if adapter_path else ""), flush=True)

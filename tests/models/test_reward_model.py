@@ -1,5 +1,5 @@
-"""Tests of alignment.models.reward_model: parameter tree, the scored token, values against a float64
-numpy head over the decoder's hidden states, and where gradients flow."""
+"""Tests of alignment.models.reward_model: parameter tree, the scored token, values against a
+float64 numpy head over the decoder's hidden states, and where gradients flow."""
 
 import jax
 import jax.numpy as jnp

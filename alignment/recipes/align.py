@@ -33,7 +33,7 @@ from typing import Any, Optional
 
 import jax.numpy as jnp
 
-from alignment import parallel
+from alignment import losses, parallel
 from alignment.data import batching
 from alignment.data import tokenizers
 from alignment.models import hf, peft
@@ -99,8 +99,9 @@ class Result:
   adapter_path: Optional[str]
 
 
-def check(config: Config) -> None:
-  """Raises a ValueError naming the first setting that cannot work, before any expensive work."""
+def check(config: Config) -> losses.ObjectiveSpec:
+  """The objective's spec; raises a ValueError naming the first setting that cannot work, before
+  any expensive work."""
   cfg = config.train
   if not config.model.path:
     raise ValueError("model.path is empty: set it to a local Hugging Face checkpoint folder "
@@ -117,7 +118,7 @@ def check(config: Config) -> None:
   if cfg.num_steps < 0 or (cfg.num_steps == 0 and cfg.num_epochs <= 0):
     raise ValueError(f"train.num_steps ({cfg.num_steps}) or train.num_epochs ({cfg.num_epochs}) "
                      "must be > 0.")
-  objective.check_objective_supported(config.loss.name, cfg.reference)
+  return objective.check_objective_supported(config.loss.name, cfg.reference)
 
 
 def _dtype_overrides(model: Checkpoint) -> dict:
@@ -205,11 +206,10 @@ def export(model_config, params, tokenizer, source: str, path: str) -> str:
 
 def run(config: Config, workdir: str) -> Result:
   """Aligns `model.path` on `train.data`; returns the trained parameters and the export paths."""
-  check(config)
+  spec = check(config)
   cfg = config.train
   os.makedirs(workdir, exist_ok=True)
   tokenizer = tokenizers.load_tokenizer(config.model.path)
-  spec = objective.check_objective_supported(config.loss.name, cfg.reference)
   read = functools.partial(preference_training.read_preferences, layout=cfg.data_layout,
                            pairs=cfg.pairs if spec.family == "pairwise" else "", seed=config.seed)
   records, _ = read(cfg.data, workdir)

@@ -169,6 +169,17 @@ class Mesh:
 
 
 @dataclasses.dataclass(frozen=True)
+class Run:
+  """The sections of a run on a synthetic task: the seed, the task, the decoder and the device
+  mesh. A recipe's `Config` extends it with its own sections."""
+
+  seed: int = 0
+  task: Task = Task()
+  model: Model = Model()
+  mesh: Mesh = Mesh()
+
+
+@dataclasses.dataclass(frozen=True)
 class Optimizer:
   """An optax optimiser and schedule (`alignment.training.optim.make_optimizer`)."""
 

@@ -24,13 +24,9 @@ PLOT_FILE = "report.png"
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(config_lib.Run):
   """The sections of the four stages; the defaults are the demo's."""
 
-  seed: int = 0
-  task: config_lib.Task = config_lib.Task()
-  model: config_lib.Model = config_lib.Model()
-  mesh: config_lib.Mesh = config_lib.Mesh()
   sft: sft.SFT = sft.SFT()
   preferences: preferences.Preferences = preferences.Preferences()
   loss: config_lib.Loss = preference_training.Config.loss

@@ -83,11 +83,7 @@ class Train:
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-  seed: int = 0
-  task: config_lib.Task = config_lib.Task()
-  model: config_lib.Model = config_lib.Model()
-  mesh: config_lib.Mesh = config_lib.Mesh()
+class Config(config_lib.Run):
   # beta = 0.5: summed log-ratios over ~10 tokens need a firmer KL anchor than LiPO's 0.05-0.1
   # (beta 0.1 over-optimises the harmlessness attribute and loses correctness: win rate 0.63).
   loss: config_lib.Loss = config_lib.Loss("lipo_lambda", {"beta": 0.5})

@@ -114,12 +114,10 @@ class Evaluate:
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-  seed: int = 0
-  task: config_lib.Task = config_lib.Task()
-  # The demo's decoder: RLHF reads reward models with its own model section.
-  model: config_lib.Model = config_lib.Model()
-  mesh: config_lib.Mesh = config_lib.Mesh()
+class Config(config_lib.Run):
+  """`Run`'s sections (the decoder is the demo's: RLHF reads reward models with its own model
+  section) and the reward model's."""
+
   data: Data = Data()
   reward_model: RewardModel = RewardModel()
   loss: Loss = Loss()

@@ -94,11 +94,7 @@ class RLHF:
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-  seed: int = 0
-  task: config_lib.Task = config_lib.Task()
-  model: config_lib.Model = config_lib.Model()
-  mesh: config_lib.Mesh = config_lib.Mesh()
+class Config(config_lib.Run):
   sft: sft.SFT = sft.SFT()
   rlhf: RLHF = RLHF()
   evaluate: evaluation.Evaluate = evaluation.Evaluate()

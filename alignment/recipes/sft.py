@@ -28,11 +28,7 @@ class SFT:
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-  seed: int = 0
-  task: config_lib.Task = config_lib.Task()
-  model: config_lib.Model = config_lib.Model()
-  mesh: config_lib.Mesh = config_lib.Mesh()
+class Config(config_lib.Run):
   sft: SFT = SFT()
 
 

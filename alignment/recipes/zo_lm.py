@@ -67,13 +67,9 @@ def _sft_optimizer(num_steps: int, warmup_steps: int) -> config_lib.Optimizer:
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(config_lib.Run):
   """The demo's task and decoder, its SFT shortened to 300 steps on 2048 demonstrations."""
 
-  seed: int = 0
-  task: config_lib.Task = config_lib.Task()
-  model: config_lib.Model = config_lib.Model()
-  mesh: config_lib.Mesh = config_lib.Mesh()
   sft: sft.SFT = sft.SFT(num_demonstrations=2048, num_steps=300,
                          optimizer=_sft_optimizer(300, 15))
   zo: ZO = ZO()
